@@ -1,0 +1,107 @@
+/**
+ * Errors: one `BaseError` for thrown faults, and one registry of payment reason codes.
+ *
+ * Thrown errors are for programmer and infrastructure faults (bad config, RPC down). A payment that
+ * is merely not acceptable is data: `{ isValid: false, invalidReason }` with a code from `Reason`.
+ */
+
+export type BaseErrorOptions = {
+  /** Longer explanation, shown after the short message. */
+  details?: string
+  /** What the caller can do about it. */
+  hint?: string
+  /** A stable, machine-readable code. */
+  code?: string
+  cause?: unknown
+}
+
+/**
+ * The base of every error x402kit throws.
+ *
+ * @example
+ * ```ts
+ * import { BaseError } from 'x402kit'
+ * try { Money.parse('1.0000001', 6) } catch (e) { if (e instanceof BaseError) console.log(e.code) }
+ * ```
+ */
+export class BaseError extends Error {
+  override name = 'X402Error'
+  readonly shortMessage: string
+  readonly details: string | undefined
+  readonly hint: string | undefined
+  readonly code: string
+
+  constructor(shortMessage: string, options: BaseErrorOptions = {}) {
+    const lines = [shortMessage]
+    if (options.details) lines.push(`Details: ${options.details}`)
+    if (options.hint) lines.push(`Hint: ${options.hint}`)
+    super(lines.join('\n'), options.cause === undefined ? undefined : { cause: options.cause })
+    this.shortMessage = shortMessage
+    this.details = options.details
+    this.hint = options.hint
+    this.code = options.code ?? 'x402_error'
+  }
+}
+
+/** Input that could not be parsed: a header, a body, a config value. */
+export class ParseError extends BaseError {
+  override name = 'ParseError'
+  constructor(shortMessage: string, options: BaseErrorOptions = {}) {
+    super(shortMessage, { code: 'invalid_payload', ...options })
+  }
+}
+
+/**
+ * Every reason code x402kit emits, in one place. The strings of the reference implementation are used
+ * exactly where it has them; codes for features it lacks follow its style. A shipped code never changes.
+ */
+export const Reason = {
+  // spec-wide
+  invalidNetwork: 'invalid_network',
+  invalidPayload: 'invalid_payload',
+  invalidPaymentRequirements: 'invalid_payment_requirements',
+  invalidScheme: 'invalid_scheme',
+  unsupportedScheme: 'unsupported_scheme',
+  invalidX402Version: 'invalid_x402_version',
+  unexpectedVerifyError: 'unexpected_verify_error',
+  unexpectedSettleError: 'unexpected_settle_error',
+  invalidTransactionState: 'invalid_transaction_state',
+  settlementPending: 'settlement_pending',
+  unsupportedPayloadType: 'unsupported_payload_type',
+  assetNotDeployedContract: 'asset_not_deployed_contract',
+  eip6492FactoryNotAllowed: 'eip6492_factory_not_allowed',
+  // evm exact (EIP-3009)
+  exactScheme: 'invalid_exact_evm_scheme',
+  exactNetworkMismatch: 'invalid_exact_evm_network_mismatch',
+  exactMissingEip712Domain: 'invalid_exact_evm_missing_eip712_domain',
+  exactRecipientMismatch: 'invalid_exact_evm_recipient_mismatch',
+  exactSignature: 'invalid_exact_evm_signature',
+  exactValidBefore: 'invalid_exact_evm_payload_authorization_valid_before',
+  exactValidAfter: 'invalid_exact_evm_payload_authorization_valid_after',
+  exactAuthorizationValue: 'invalid_exact_evm_authorization_value',
+  exactValueMismatch: 'invalid_exact_evm_payload_authorization_value_mismatch',
+  exactUndeployedSmartWallet: 'invalid_exact_evm_payload_undeployed_smart_wallet',
+  exactTransactionFailed: 'invalid_exact_evm_transaction_failed',
+  exactTokenNameMismatch: 'invalid_exact_evm_token_name_mismatch',
+  exactTokenVersionMismatch: 'invalid_exact_evm_token_version_mismatch',
+  exactEip3009NotSupported: 'invalid_exact_evm_eip3009_not_supported',
+  exactNonceAlreadyUsed: 'invalid_exact_evm_nonce_already_used',
+  exactInsufficientBalance: 'invalid_exact_evm_insufficient_balance',
+  exactSimulationFailed: 'invalid_exact_evm_transaction_simulation_failed',
+  exactFailedToParseSignature: 'invalid_exact_evm_failed_to_parse_signature',
+  exactTransferEventMismatch: 'invalid_exact_evm_transfer_event_mismatch',
+  // resource server (ours)
+  paymentRequired: 'payment_required',
+  paymentHeaderTooLarge: 'payment_header_too_large',
+  offerMismatch: 'payment_offer_mismatch',
+  facilitatorUnavailable: 'facilitator_unavailable',
+} as const
+
+export type Reason = (typeof Reason)[keyof typeof Reason]
+
+const known = new Set<string>(Object.values(Reason))
+
+/** Whether a string is one of the reason codes x402kit knows. */
+export function isReason(value: string): value is Reason {
+  return known.has(value)
+}

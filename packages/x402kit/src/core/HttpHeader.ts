@@ -1,0 +1,10 @@
+/** The HTTP header names of the x402 transport (specs/transports-v2/http.md). */
+export const HttpHeader = {
+  paymentRequired: 'PAYMENT-REQUIRED',
+  paymentSignature: 'PAYMENT-SIGNATURE',
+  paymentResponse: 'PAYMENT-RESPONSE',
+  /** Version 1's payment header. */
+  xPayment: 'X-PAYMENT',
+  /** Version 1's settlement header. */
+  xPaymentResponse: 'X-PAYMENT-RESPONSE',
+} as const
