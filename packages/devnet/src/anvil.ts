@@ -23,7 +23,6 @@ export type AnvilOptions = {
 export type Anvil = {
   rpcUrl: string
   port: number
-  pid: number
   /** SIGTERM, SIGKILL after 2 s; resolves once the process has exited. */
   stop(): Promise<void>
 }
@@ -42,6 +41,9 @@ export class AnvilError extends Error {
 }
 
 const READY_TIMEOUT_MS = 15_000
+// A bare --prune-history keeps no past state, so a read of "latest" fails whenever a block lands
+// between resolving the tag and executing the read; a few recent states make that race harmless.
+const KEPT_STATES = 16
 const KILL_GRACE_MS = 2_000
 const PORT_ATTEMPTS = 4
 
@@ -51,10 +53,16 @@ export function anvilBinary(): string {
 }
 
 export async function startAnvil(options: AnvilOptions): Promise<Anvil> {
-  if (options.port !== undefined) return launch(options.port, options)
+  if (options.port !== undefined) {
+    // Checked first: the readiness probe cannot tell another anvil on this port from ours.
+    await bindable(options.port).catch((error: NodeJS.ErrnoException) => {
+      throw new AnvilError(`port ${options.port} on 127.0.0.1 is not free (${error.code ?? error.message})`)
+    })
+    return launch(options.port, options)
+  }
   for (let attempt = 1; ; attempt++) {
     try {
-      return await launch(await freePort(), options)
+      return await launch(await bindable(0), options)
     } catch (error) {
       // Another process can bind the probed port before anvil does.
       if (!(error instanceof AnvilError && error.addressInUse) || attempt >= PORT_ATTEMPTS) throw error
@@ -80,18 +88,22 @@ export function anvilPrivateKeys(count: number): Hex[] {
 
 async function launch(port: number, options: AnvilOptions): Promise<Anvil> {
   const args = ['--host', '127.0.0.1', '--port', String(port), '--chain-id', String(CHAIN_ID)]
-  args.push('--accounts', String(options.accounts), '--prune-history', '--quiet')
+  args.push('--accounts', String(options.accounts), '--prune-history', String(KEPT_STATES), '--quiet')
   if (options.blockTime && options.blockTime > 0) args.push('--block-time', String(options.blockTime))
   if (options.gasLimit !== undefined) args.push('--gas-limit', options.gasLimit.toString())
 
   const child = spawn(anvilBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] })
-  track(child)
+  if (!process.listeners('exit').includes(killRunning)) process.on('exit', killRunning)
+  running.add(child)
   let stderr = ''
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-4_000)
   })
   const exited = new Promise<{ exit: string }>((resolve) => {
-    child.once('close', (code, signal) => resolve({ exit: `exited (${signal ?? `code ${code}`})` }))
+    child.once('close', (code, signal) => {
+      running.delete(child)
+      resolve({ exit: `exited (${signal ?? `code ${code}`})` })
+    })
     child.on('error', (error) => resolve({ exit: `failed to start (${error.message})` }))
   })
 
@@ -103,14 +115,12 @@ async function launch(port: number, options: AnvilOptions): Promise<Anvil> {
       await exited
       clearTimeout(timer)
     }
-    running.delete(child)
   }
 
   const deadline = Date.now() + READY_TIMEOUT_MS
   for (;;) {
     const outcome = await Promise.race([chainId(rpcUrl).catch(() => undefined), exited])
     if (typeof outcome === 'object') {
-      running.delete(child)
       throw new AnvilError(`anvil ${outcome.exit} before answering on ${rpcUrl}`, stderr)
     }
     if (outcome === toHex(CHAIN_ID)) break
@@ -120,7 +130,7 @@ async function launch(port: number, options: AnvilOptions): Promise<Anvil> {
     }
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
-  return { rpcUrl, port, pid: child.pid ?? -1, stop }
+  return { rpcUrl, port, stop }
 }
 
 async function chainId(rpcUrl: string): Promise<string | undefined> {
@@ -134,12 +144,13 @@ async function chainId(rpcUrl: string): Promise<string | undefined> {
   return body.result
 }
 
-function freePort(): Promise<number> {
+/** Binds and releases `port` on loopback; resolves with the port bound (a free one for 0). */
+function bindable(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer()
     server.unref()
     server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(port, '127.0.0.1', () => {
       const address = server.address()
       const port = typeof address === 'object' && address ? address.port : 0
       server.close(() => resolve(port))
@@ -149,12 +160,7 @@ function freePort(): Promise<number> {
 
 const running = new Set<ChildProcess>()
 
-// One handler for all children, so a test run that crashes or forgets stop() leaves no anvil behind.
-function track(child: ChildProcess) {
-  if (running.size === 0 && !process.listeners('exit').includes(killAll)) process.on('exit', killAll)
-  running.add(child)
-}
-
-function killAll() {
+// One 'exit' handler for all children, so a run that crashes or skips stop() leaves no anvil behind.
+function killRunning() {
   for (const child of running) child.kill('SIGKILL')
 }
