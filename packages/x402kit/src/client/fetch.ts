@@ -1,0 +1,171 @@
+/**
+ * `wrapFetch`: a fetch that answers a 402 by paying once, within a budget (x402 v2 §3 flow; HTTP
+ * transport in specs/transports-v2/http.md). It answers in the version the server asked in.
+ */
+import { BaseError } from '../core/Errors.ts'
+import { HttpHeader } from '../core/HttpHeader.ts'
+import * as PaymentPayload from '../core/PaymentPayload.ts'
+import type { SchemeClient } from '../core/Scheme.ts'
+import { exactEvmClient } from '../evm/exact/client.ts'
+import { type EvmSignerSource, toEvmSigner } from '../evm/Signer.ts'
+import * as Budget from './Budget.ts'
+import { attach, decodePaymentResponse, getPaymentResult, type PaymentResult } from './PaymentResult.ts'
+import { type Asked, discard, messageOf, readPaymentRequired, readServerError } from './readPaymentRequired.ts'
+import { select } from './select.ts'
+
+export type Fetch = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>
+
+export type WrapFetchConfig = {
+  /** A viem account, wallet client or `{ provider }`: pays `exact` on EVM. Resolved on the first 402. */
+  account?: EvmSignerSource
+  /** Scheme clients, tried before the account's. */
+  schemes?: readonly SchemeClient[]
+  /** What the client may pay. */
+  budget: Budget.Limits
+  /** Assets to value offers in, beyond the `Network` registry. */
+  assets?: readonly Budget.KnownAsset[]
+  /** Called once for every payment sent, with the outcome. Errors it throws are ignored. */
+  onPayment?: (event: PaymentEvent) => void | Promise<void>
+}
+
+export type PaymentEvent = PaymentResult & { url: string }
+
+type Chosen = Omit<PaymentResult, 'paid'>
+
+export class PaymentSigningError extends BaseError {
+  override name = 'PaymentSigningError'
+}
+
+/**
+ * Wraps a fetch so that a 402 is paid, once, with the cheapest offer within the budget, and the
+ * request repeated with the payment. Use `getPaymentResult(response)` for what was paid, or why not.
+ *
+ * @example
+ * ```ts
+ * import { privateKeyToAccount } from 'viem/accounts'
+ * import { getPaymentResult, wrapFetch } from 'x402kit/client'
+ * const pay = wrapFetch(fetch, { account: privateKeyToAccount(key), budget: { perRequest: '$0.05' } })
+ * const response = await pay('https://api.example.com/weather')
+ * getPaymentResult(response) // { paid: true, offer, settlement, payer }
+ * ```
+ */
+export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
+  if (!config.account && !config.schemes?.length)
+    throw new BaseError('wrapFetch has nothing to pay with.', { code: 'invalid_config', hint: 'Give it an `account`, or `schemes`.' })
+  const budget = Budget.from(config.budget, { assets: config.assets })
+  const schemes = lazySchemes(config)
+
+  return async (input, init) => {
+    const request = new Request(input, init)
+    // A stream can be read once; every other body is copied now, so it can be sent again.
+    const retry = isStream(init?.body) ? undefined : request.clone()
+    const response = await fetch(request)
+    // A response an inner wrapFetch already handled was paid (or refused) there.
+    if (response.status !== 402 || getPaymentResult(response)) return response
+    if (request.headers.has(HttpHeader.paymentSignature) || request.headers.has(HttpHeader.xPayment))
+      return attach(response, { paid: false, reason: 'payment_already_attached' })
+
+    const read = await readPaymentRequired(response)
+    if (!read.ok) return attach(response, { paid: false, reason: 'invalid_payment_required', error: read.error })
+    const { asked } = read
+    const selection = select(asked.offers, { schemes: await schemes(), budget })
+    if (!selection.ok)
+      return attach(response, { paid: false, reason: selection.reason, x402Version: asked.x402Version, rejected: selection.rejected })
+    const { choice, rejected } = selection
+    const chosen: Chosen = { x402Version: asked.x402Version, offer: choice.offer, rejected }
+    if (!retry)
+      return attach(response, {
+        ...chosen,
+        paid: false,
+        reason: 'unreplayable_body',
+        error: 'The request body is a stream, which cannot be sent again with a payment.',
+      })
+
+    const resource = resourceOf(asked, choice.index) || response.url || request.url
+    let payload: Record<string, unknown>
+    try {
+      payload = await choice.scheme.createPayload(choice.offer, { resource })
+    } catch (cause) {
+      throw new PaymentSigningError(`Signing the payment for ${resource} failed.`, {
+        code: 'payment_signing_failed',
+        cause,
+        details: messageOf(cause),
+      })
+    }
+    const [name, value] = paymentHeader(asked, choice.index, payload)
+    retry.headers.set(name, value)
+    discard(response)
+
+    const answer = await fetch(retry)
+    const result = await outcome(answer, chosen, payload)
+    attach(answer, result)
+    try {
+      await config.onPayment?.({ ...result, url: request.url })
+    } catch {
+      // The payment is made and the response is the caller's; a failing hook must not lose either.
+    }
+    return answer
+  }
+}
+
+function lazySchemes(config: WrapFetchConfig): () => Promise<SchemeClient[]> {
+  let account: Promise<SchemeClient> | undefined
+  return async () => {
+    const schemes = [...(config.schemes ?? [])]
+    if (!config.account) return schemes
+    account ??= toEvmSigner(config.account).then(exactEvmClient)
+    try {
+      schemes.push(await account)
+    } catch (error) {
+      account = undefined
+      throw error
+    }
+    return schemes
+  }
+}
+
+function resourceOf(asked: Asked, index: number): string {
+  return asked.x402Version === 2 ? asked.resource.url : (asked.v1Offers[index]?.resource ?? '')
+}
+
+function paymentHeader(asked: Asked, index: number, payload: Record<string, unknown>): [string, string] {
+  if (asked.x402Version === 2) {
+    const offer = asked.offers[index]!
+    const extensions = asked.extensions ? { extensions: asked.extensions } : {}
+    return [
+      HttpHeader.paymentSignature,
+      PaymentPayload.encode({ x402Version: 2, resource: asked.resource, accepted: offer, payload, ...extensions }),
+    ]
+  }
+  const offer = asked.v1Offers[index]!
+  return [HttpHeader.xPayment, PaymentPayload.encode({ x402Version: 1, scheme: offer.scheme, network: offer.network, payload })]
+}
+
+async function outcome(answer: Response, chosen: Chosen, payload: Record<string, unknown>): Promise<PaymentResult> {
+  let settlement: PaymentResult['settlement']
+  let error: string | undefined
+  try {
+    settlement = decodePaymentResponse(answer.headers)
+  } catch (cause) {
+    error = messageOf(cause)
+  }
+  const payer = settlement?.payer ?? payerOf(payload)
+  const base = { ...chosen, ...(settlement && { settlement }), ...(payer && { payer }) }
+  if (answer.status === 402 || settlement?.success === false) {
+    const reason = settlement?.errorReason ?? (answer.status === 402 ? await readServerError(answer) : undefined)
+    return { ...base, paid: false, reason: 'payment_rejected', error: reason ?? error ?? `The server answered ${answer.status}.` }
+  }
+  return { ...base, paid: true, ...(error && { error }) }
+}
+
+function payerOf(payload: Record<string, unknown>): string | undefined {
+  const authorization = payload.authorization
+  if (typeof authorization !== 'object' || authorization === null) return undefined
+  const from = (authorization as { from?: unknown }).from
+  return typeof from === 'string' ? from : undefined
+}
+
+function isStream(body: unknown): boolean {
+  if (typeof body !== 'object' || body === null) return false
+  return body instanceof ReadableStream || Symbol.asyncIterator in body
+}
