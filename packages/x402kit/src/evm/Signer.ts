@@ -2,7 +2,16 @@
  * Signer: what an EVM payer needs — an address and EIP-712 signing. A viem local account (private
  * key, mnemonic), a viem wallet client (JSON-RPC wallet) or an EIP-1193 provider all become one.
  */
-import { type Account, type Address, createWalletClient, custom, type EIP1193Provider, type Hex, type TypedDataDefinition, type WalletClient } from 'viem'
+import {
+  type Account,
+  type Address,
+  createWalletClient,
+  custom,
+  type EIP1193Provider,
+  type Hex,
+  type TypedDataDefinition,
+  type WalletClient,
+} from 'viem'
 import { BaseError } from '../core/Errors.ts'
 
 export type EvmSigner = {
@@ -33,7 +42,10 @@ export async function toEvmSigner(source: EvmSignerSource): Promise<EvmSigner> {
     const wallet = source as WalletClient
     const address = wallet.account?.address ?? (await wallet.getAddresses())[0]
     if (!address) throw new BaseError('The wallet client has no account.', { hint: 'Create it with an account, or connect one.' })
-    return { address, signTypedData: (typedData) => wallet.signTypedData({ account: wallet.account ?? address, ...(typedData as object) } as never) }
+    return {
+      address,
+      signTypedData: (typedData) => wallet.signTypedData({ account: wallet.account ?? address, ...(typedData as object) } as never),
+    }
   }
   const account = source as Account | EvmSigner
   if ('signTypedData' in account && typeof account.signTypedData === 'function') {

@@ -1,4 +1,7 @@
 export { exactEvmClient } from './exact/client.ts'
 export * as Eip3009 from './exact/Eip3009.ts'
+export { type ExactEvmFacilitatorConfig, type ExactEvmNetworkConfig, exactEvmFacilitator } from './exact/facilitator.ts'
 export { exactEvmServer } from './exact/server.ts'
+export * as NonceManager from './NonceManager.ts'
+export { type Backend as RecoverBackend, backend as recoverBackend, InvalidSignatureError, recoverAddress } from './recover.ts'
 export { type EvmSigner, type EvmSignerSource, toEvmSigner } from './Signer.ts'

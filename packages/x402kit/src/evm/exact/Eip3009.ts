@@ -20,7 +20,10 @@ export type Authorization = z.output<typeof authorization>
 
 /** The `payload` of an `exact` EIP-3009 payment. Signatures may be long (ERC-1271, ERC-6492). */
 export const payload = z.object({
-  signature: z.string().regex(/^0x[0-9a-fA-F]*$/, 'must be hex').max(2 + 2 * 8192),
+  signature: z
+    .string()
+    .regex(/^0x[0-9a-fA-F]*$/, 'must be hex')
+    .max(2 + 2 * 8192),
   authorization,
 })
 export type Payload = z.output<typeof payload>

@@ -1,0 +1,177 @@
+/**
+ * The state of an `exact` EVM facilitator: its configuration, and per network the RPC clients, the
+ * signer pool with nonce sequences, and what is cached about tokens and fees.
+ */
+import {
+  type Address,
+  type Chain,
+  createPublicClient,
+  defineChain,
+  getAddress,
+  type Hex,
+  type HttpTransport,
+  http,
+  isAddress,
+  type PrivateKeyAccount,
+  type PublicClient,
+} from 'viem'
+import { privateKeyToAccount } from 'viem/accounts'
+import { BaseError } from '../../core/Errors.ts'
+import type { Network } from '../../core/Network.ts'
+import * as NonceManager from '../NonceManager.ts'
+
+export type ExactEvmNetworkConfig = {
+  rpcUrl: string
+  /** Private keys of the accounts that send settlement transactions (and pay their gas). */
+  signers: Hex[]
+  /** Blocks a settlement waits for before it is reported; default 1. */
+  confirmations?: number
+  /** Gas limit of a `transferWithAuthorization` signed by a plain key; default 120,000. */
+  gasLimit?: bigint
+  /** How often receipts and blocks are polled; default 250 ms. */
+  pollingIntervalMs?: number
+}
+
+export type ExactEvmFacilitatorConfig = {
+  networks: Record<string, ExactEvmNetworkConfig>
+  /**
+   * Factories whose ERC-6492 deployment calls this facilitator may send for a payer whose wallet is
+   * not yet deployed. Default none: such payments are refused with `eip6492_factory_not_allowed`.
+   */
+  eip6492Factories?: Address[]
+  /** Timeout of each RPC request; default 10 s. */
+  rpcTimeoutMs?: number
+  /** How long a settlement waits for its receipt before it reports `settlement_pending`; default 60 s. */
+  receiptTimeoutMs?: number
+  /** How far ahead `validBefore` must be for the payment to settle in time; default 6 s. */
+  minValidSeconds?: number
+}
+
+/** A key that sends settlements, with its nonce sequence and the settlements it has in flight. */
+export type SignerState = { account: PrivateKeyAccount; nonces: NonceManager.NonceManager; inFlight: number }
+
+/** What the token says about itself; `name`/`version` are `undefined` where it does not expose them. */
+export type TokenInfo = { deployed: boolean; name: string | undefined; version: string | undefined }
+
+export type Fees = { type: 'eip1559'; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: 'legacy'; gasPrice: bigint }
+
+export type NetworkState = {
+  network: Network
+  chainId: number
+  /** Reads: requests made in the same tick go out as one JSON-RPC batch. */
+  client: PublicClient<HttpTransport, Chain>
+  /** Sends: no batching, no automatic retries (the settlement decides what a failed send means). */
+  sender: PublicClient<HttpTransport, Chain>
+  signers: SignerState[]
+  confirmations: number
+  gasLimit: bigint
+  pollingIntervalMs: number
+  tokens: Map<string, Promise<TokenInfo>>
+  fees: { at: number; value: Promise<Fees> } | undefined
+  chainChecked: Promise<void> | undefined
+}
+
+export type Context = {
+  networks: Map<string, NetworkState>
+  factories: Set<string>
+  minValidSeconds: number
+  receiptTimeoutMs: number
+  /** Settlement keys of payments being settled by this instance right now. */
+  settling: Set<string>
+}
+
+const caip2 = /^eip155:(\d{1,12})$/
+
+export function createContext(config: ExactEvmFacilitatorConfig): Context {
+  const timeout = config.rpcTimeoutMs ?? 10_000
+  const networks = new Map<string, NetworkState>()
+  for (const [network, entry] of Object.entries(config.networks ?? {})) {
+    const match = caip2.exec(network)
+    if (!match) throw new ConfigError(`"${network.slice(0, 80)}" is not an eip155 CAIP-2 network.`)
+    if (typeof entry?.rpcUrl !== 'string' || !/^https?:\/\//.test(entry.rpcUrl))
+      throw new ConfigError(`The RPC URL of ${network} must be an http(s) URL.`)
+    const chainId = Number(match[1])
+    const pollingIntervalMs = entry.pollingIntervalMs ?? 250
+    const chain: Chain = defineChain({
+      id: chainId,
+      name: network,
+      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+      rpcUrls: { default: { http: [entry.rpcUrl] } },
+      // Room for six full blocks of base-fee growth, since fee estimates are shared for a moment.
+      fees: { baseFeeMultiplier: 2 },
+    })
+    const client = createPublicClient({
+      chain,
+      transport: http(entry.rpcUrl, { timeout, batch: true }),
+      pollingInterval: pollingIntervalMs,
+    })
+    const sender = createPublicClient({
+      chain,
+      transport: http(entry.rpcUrl, { timeout, retryCount: 0 }),
+      pollingInterval: pollingIntervalMs,
+    })
+    const keys = [...new Set((entry.signers ?? []).map((key) => key.toLowerCase() as Hex))]
+    const signers = keys.map((key): SignerState => {
+      let account: PrivateKeyAccount
+      try {
+        account = privateKeyToAccount(key)
+      } catch (cause) {
+        throw new ConfigError(`A signer key of ${network} is not a private key.`, cause)
+      }
+      const nonces = NonceManager.create(() => client.getTransactionCount({ address: account.address, blockTag: 'pending' }))
+      return { account, nonces, inFlight: 0 }
+    })
+    networks.set(network, {
+      network: network as Network,
+      chainId,
+      client,
+      sender,
+      signers,
+      confirmations: Math.max(1, entry.confirmations ?? 1),
+      gasLimit: entry.gasLimit ?? 120_000n,
+      pollingIntervalMs,
+      tokens: new Map(),
+      fees: undefined,
+      chainChecked: undefined,
+    })
+  }
+  if (networks.size === 0) throw new ConfigError('No network is configured.')
+  const factories = new Set<string>()
+  for (const factory of config.eip6492Factories ?? []) {
+    if (!isAddress(factory, { strict: false })) throw new ConfigError(`"${String(factory).slice(0, 80)}" is not an address.`)
+    factories.add(getAddress(factory).toLowerCase())
+  }
+  return {
+    networks,
+    factories,
+    minValidSeconds: config.minValidSeconds ?? 6,
+    receiptTimeoutMs: config.receiptTimeoutMs ?? 60_000,
+    settling: new Set(),
+  }
+}
+
+/** Resolves once the RPC endpoint has been seen to serve the configured chain (checked once). */
+export function checkChain(state: NetworkState): Promise<void> {
+  state.chainChecked ??= state.client.getChainId().then(
+    (id) => {
+      if (id !== state.chainId)
+        throw new ConfigError(
+          `The RPC endpoint of ${state.network} serves chain ${id}.`,
+          undefined,
+          'Point rpcUrl at a node of that chain.',
+        )
+    },
+    (error) => {
+      state.chainChecked = undefined
+      throw error
+    },
+  )
+  return state.chainChecked
+}
+
+export class ConfigError extends BaseError {
+  override name = 'ExactEvmConfigError'
+  constructor(shortMessage: string, cause?: unknown, hint = 'Check the exactEvmFacilitator configuration.') {
+    super(shortMessage, { code: 'invalid_config', hint, cause })
+  }
+}
