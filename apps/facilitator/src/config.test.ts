@@ -1,0 +1,183 @@
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { ConfigError, loadConfig, parseConfig } from './config.ts'
+
+const key = `0x${'11'.repeat(32)}`
+const key2 = `0x${'22'.repeat(32)}`
+let dir: string
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'x402-config-'))
+})
+
+async function file(name: string, content: unknown) {
+  const path = join(dir, name)
+  await writeFile(path, typeof content === 'string' ? content : JSON.stringify(content))
+  return path
+}
+
+function issues(load: () => unknown): string[] {
+  try {
+    load()
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).code).toBe('invalid_config')
+    return (error as ConfigError).issues
+  }
+  throw new Error('expected a ConfigError')
+}
+
+describe('loadConfig', () => {
+  it('has defaults for everything but networks', () => {
+    expect(loadConfig({ env: {}, argv: [] })).toEqual({
+      port: 4020,
+      host: '127.0.0.1',
+      networks: {},
+      dataDir: '.data/facilitator',
+      eip6492Factories: [],
+    })
+  })
+
+  it('reads the environment, with the one-network shorthand', () => {
+    const config = loadConfig({
+      argv: [],
+      env: {
+        X402_PORT: '8080',
+        X402_HOST: '0.0.0.0',
+        X402_NETWORK: 'base-sepolia',
+        X402_RPC_URL: 'https://sepolia.base.org',
+        X402_SIGNER_KEYS: `${key}, ${key2.slice(2)}`,
+        X402_CONFIRMATIONS: '2',
+        DATABASE_URL: 'postgres://x402@db/x402',
+        X402_DATA_DIR: '/var/lib/x402',
+        X402_EIP6492_FACTORIES: '0x0000000000000000000000000000000000000001',
+      },
+    })
+    expect(config).toEqual({
+      port: 8080,
+      host: '0.0.0.0',
+      networks: { 'eip155:84532': { rpcUrl: 'https://sepolia.base.org', signers: [key, key2], confirmations: 2 } },
+      databaseUrl: 'postgres://x402@db/x402',
+      dataDir: '/var/lib/x402',
+      eip6492Factories: ['0x0000000000000000000000000000000000000001'],
+    })
+  })
+
+  it('reads a file from --config or X402_CONFIG, with the environment over it', async () => {
+    const path = await file('config.json', {
+      port: 5000,
+      networks: {
+        'eip155:8453': { rpcUrl: 'https://mainnet.base.org', signers: [key] },
+        'eip155:84532': { rpcUrl: 'https://sepolia.base.org', signers: [key] },
+      },
+    })
+    const env = { X402_NETWORK: 'eip155:8453', X402_SIGNER_KEYS: key2 }
+    const fromArg = loadConfig({ env, argv: ['--config', path] })
+    expect(fromArg.port).toBe(5000)
+    expect(fromArg.networks).toEqual({
+      'eip155:8453': { rpcUrl: 'https://mainnet.base.org', signers: [key2] },
+      'eip155:84532': { rpcUrl: 'https://sepolia.base.org', signers: [key] },
+    })
+    expect(loadConfig({ env: { ...env, X402_CONFIG: path }, argv: [] })).toEqual(fromArg)
+    expect(loadConfig({ env, argv: [`--config=${path}`] })).toEqual(fromArg)
+  })
+
+  it('names each bad key, where it came from, and what is wrong', () => {
+    const found = issues(() =>
+      loadConfig({
+        argv: [],
+        env: {
+          X402_PORT: '80000',
+          X402_NETWORK: 'eip155:8453',
+          X402_RPC_URL: 'ftp://node',
+          X402_SIGNER_KEYS: '0xnotakey',
+          DATABASE_URL: 'mysql://db',
+          X402_EIP6492_FACTORIES: '0x12',
+        },
+      }),
+    )
+    expect(found).toEqual([
+      'port (from X402_PORT): Too big: expected number to be <=65535',
+      'networks.eip155:8453.rpcUrl (from X402_RPC_URL): must be an http(s) or ws(s) URL of the network’s JSON-RPC endpoint',
+      'networks.eip155:8453.signers.0 (from X402_SIGNER_KEYS): must be a private key: 32 bytes of hex, 0x and 64 hex digits',
+      'databaseUrl (from DATABASE_URL): must be a postgres:// or postgresql:// URL',
+      'eip6492Factories.0 (from X402_EIP6492_FACTORIES): must be an address: 0x and 40 hex digits',
+    ])
+  })
+
+  it('never repeats a secret in an error', () => {
+    const secret = `0x${'ab'.repeat(31)}`
+    const error = (() => {
+      try {
+        loadConfig({
+          argv: [],
+          env: {
+            X402_NETWORK: 'eip155:8453',
+            X402_RPC_URL: 'https://rpc.example/v2/API-KEY-123x',
+            X402_SIGNER_KEYS: secret,
+            X402_PORT: 'x',
+          },
+        })
+      } catch (error) {
+        return error as Error
+      }
+    })()
+    expect(error?.message).toMatch(/signers\.0/)
+    expect(error?.message).not.toContain(secret.slice(2))
+    expect(error?.message).not.toContain('API-KEY')
+  })
+
+  it('asks for the network and its settings together', () => {
+    expect(issues(() => loadConfig({ argv: [], env: { X402_RPC_URL: 'https://rpc', X402_SIGNER_KEYS: key } }))).toEqual([
+      'X402_RPC_URL is set, but X402_NETWORK (the CAIP-2 network it is for) is not',
+      'X402_SIGNER_KEYS is set, but X402_NETWORK (the CAIP-2 network it is for) is not',
+    ])
+    expect(issues(() => loadConfig({ argv: [], env: { X402_NETWORK: 'eip155:8453' } }))).toEqual([
+      'networks.eip155:8453.rpcUrl (from X402_RPC_URL): must be an http(s) or ws(s) URL of the network’s JSON-RPC endpoint',
+      'networks.eip155:8453.signers (from X402_SIGNER_KEYS): must be a list of private keys',
+    ])
+    expect(
+      issues(() => loadConfig({ argv: [], env: { X402_NETWORK: 'atlantis', X402_RPC_URL: 'https://rpc', X402_SIGNER_KEYS: key } })),
+    ).toEqual(['networks.atlantis (from X402_NETWORK): must be a CAIP-2 network such as "eip155:8453"'])
+  })
+
+  it('names bad keys in a file, and the file', async () => {
+    const path = await file('bad.json', {
+      port: '4020',
+      networks: { 'eip155:1': { rpcUrl: 'https://rpc', signers: [], gas: 1 } },
+      colour: 'blue',
+    })
+    expect(issues(() => loadConfig({ env: {}, argv: ['--config', path] }))).toEqual([
+      `port (in ${path}): Invalid input: expected number, received string`,
+      `networks.eip155:1.signers (in ${path}): needs at least one private key`,
+      `networks.eip155:1 (in ${path}): Unrecognized key: "gas"`,
+      `configuration (in ${path}): Unrecognized key: "colour"`,
+    ])
+  })
+
+  it('says when the file is missing or not JSON, without quoting it', async () => {
+    expect(issues(() => loadConfig({ env: {}, argv: ['--config', join(dir, 'nope.json')] }))).toEqual([
+      `cannot read the config file ${join(dir, 'nope.json')}: ENOENT`,
+    ])
+    const path = await file('broken.json', `{"networks": {"eip155:1": {"signers": [${key}]}}}`)
+    const [issue] = issues(() => loadConfig({ env: {}, argv: ['--config', path] }))
+    expect(issue).toMatch(/is not JSON \(at character \d+\)$/)
+    expect(issue).not.toContain(key.slice(2))
+    expect(issues(() => loadConfig({ env: {}, argv: ['--config'] }))).toEqual(['--config needs a file path'])
+    const list = await file('list.json', [])
+    expect(issues(() => loadConfig({ env: {}, argv: ['--config', list] }))[0]).toMatch(/must hold a JSON object/)
+  })
+})
+
+describe('parseConfig', () => {
+  it('fills defaults into a configuration written in code, and checks it', () => {
+    expect(parseConfig({ port: 0, networks: { 'eip155:31337': { rpcUrl: 'http://127.0.0.1:8545', signers: [key] } } })).toMatchObject({
+      port: 0,
+      host: '127.0.0.1',
+      eip6492Factories: [],
+    })
+    expect(issues(() => parseConfig({ port: -1 }))).toEqual(['port: Too small: expected number to be >=0'])
+  })
+})

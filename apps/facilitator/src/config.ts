@@ -1,0 +1,204 @@
+/**
+ * The service's configuration: an optional JSON file (`--config <path>` or `X402_CONFIG`), with the
+ * environment over it. Checked in one place; an error names each key (and the variable it came from)
+ * and what is wrong with it, never the value, as values include private keys and RPC URLs with API keys.
+ */
+import { readFileSync } from 'node:fs'
+import type { Address, Hex } from 'viem'
+import { BaseError, Network } from 'x402kit'
+import { z } from 'zod'
+
+const privateKey = z
+  .string()
+  .trim()
+  .regex(/^(0x)?[0-9a-fA-F]{64}$/, 'must be a private key: 32 bytes of hex, 0x and 64 hex digits')
+  .transform((key) => (key.startsWith('0x') ? key : `0x${key}`) as Hex)
+
+const address = z
+  .string()
+  .regex(/^0x[0-9a-fA-F]{40}$/, 'must be an address: 0x and 40 hex digits')
+  .transform((value) => value as Address)
+
+const networkConfig = z.strictObject({
+  rpcUrl: z.url({ protocol: /^(https?|wss?)$/, error: 'must be an http(s) or ws(s) URL of the network’s JSON-RPC endpoint' }),
+  signers: z.array(privateKey, { error: 'must be a list of private keys' }).min(1, 'needs at least one private key'),
+  confirmations: z.number().int().min(0).max(64).optional(),
+})
+
+export const schema = z.strictObject({
+  port: z.number().int().min(0).max(65_535).default(4020),
+  host: z.string().min(1).default('127.0.0.1'),
+  networks: z.record(z.string().regex(/^eip155:\d{1,12}$/, 'must be a CAIP-2 network such as "eip155:8453"'), networkConfig).default({}),
+  /** PostgreSQL; without it, PGlite keeps the data in `dataDir`. */
+  databaseUrl: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+    .optional(),
+  dataDir: z.string().min(1).default('.data/facilitator'),
+  eip6492Factories: z.array(address).default([]),
+  maxBodyBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(16 * 1024 * 1024)
+    .optional(),
+})
+
+export type Config = z.output<typeof schema>
+/** A configuration as written: defaults may be left out. */
+export type ConfigInput = z.input<typeof schema>
+
+/** Where each setting comes from in the environment. */
+export const variables = {
+  port: 'X402_PORT',
+  host: 'X402_HOST',
+  network: 'X402_NETWORK',
+  rpcUrl: 'X402_RPC_URL',
+  signers: 'X402_SIGNER_KEYS',
+  confirmations: 'X402_CONFIRMATIONS',
+  databaseUrl: 'DATABASE_URL',
+  dataDir: 'X402_DATA_DIR',
+  eip6492Factories: 'X402_EIP6492_FACTORIES',
+  maxBodyBytes: 'X402_MAX_BODY_BYTES',
+  config: 'X402_CONFIG',
+} as const
+
+export class ConfigError extends BaseError {
+  override name = 'ConfigError'
+  readonly issues: string[]
+  constructor(issues: string[]) {
+    super(`Invalid facilitator configuration:\n${issues.map((issue) => `  - ${issue}`).join('\n')}`, {
+      code: 'invalid_config',
+      hint: `Set it in the environment (${variables.network}, ${variables.rpcUrl}, ${variables.signers}, …) or in a JSON file given by --config or ${variables.config}.`,
+    })
+    this.issues = issues
+  }
+}
+
+/**
+ * Reads and checks the configuration.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig, startFacilitatorService } from '@x402kit/facilitator'
+ * const service = await startFacilitatorService(loadConfig())
+ * ```
+ */
+export function loadConfig(options: { env?: Record<string, string | undefined>; argv?: readonly string[] } = {}): Config {
+  const env = options.env ?? process.env
+  const argv = options.argv ?? process.argv.slice(2)
+  const file = configPath(argv) ?? (env[variables.config] || undefined)
+  const raw = file ? readConfigFile(file) : {}
+  const sources = new Map<string, string>()
+  const set = (path: string, variable: string, value: unknown) => {
+    raw[path] = value
+    sources.set(path, variable)
+  }
+  const issues: string[] = []
+
+  const scalar = { port: 'number', host: 'string', databaseUrl: 'string', dataDir: 'string', maxBodyBytes: 'number' } as const
+  for (const [key, kind] of Object.entries(scalar)) {
+    const value = env[variables[key as keyof typeof scalar]]
+    if (value) set(key, variables[key as keyof typeof scalar], kind === 'number' ? number(value) : value)
+  }
+  if (env[variables.eip6492Factories]) set('eip6492Factories', variables.eip6492Factories, list(env[variables.eip6492Factories]))
+
+  // Network keys may be given as version 1 names ("base"); they are stored as CAIP-2.
+  const networks: Record<string, Record<string, unknown>> = {}
+  if (isRecord(raw.networks))
+    for (const [key, value] of Object.entries(raw.networks)) networks[caip2(key)] = value as Record<string, unknown>
+  else if (raw.networks !== undefined) issues.push('networks: must be an object of CAIP-2 network to { rpcUrl, signers }')
+  const network = env[variables.network]
+  if (network) {
+    const key = caip2(network)
+    const entry = { ...networks[key] }
+    const rpcUrl = env[variables.rpcUrl]
+    const signers = env[variables.signers]
+    const confirmations = env[variables.confirmations]
+    if (rpcUrl) entry.rpcUrl = rpcUrl
+    if (signers) entry.signers = list(signers)
+    if (confirmations) entry.confirmations = number(confirmations)
+    networks[key] = entry
+    sources.set(`networks.${key}.rpcUrl`, variables.rpcUrl)
+    sources.set(`networks.${key}.signers`, variables.signers)
+    sources.set(`networks.${key}.confirmations`, variables.confirmations)
+    sources.set(`networks.${key}`, variables.network)
+  } else
+    for (const variable of [variables.rpcUrl, variables.signers, variables.confirmations])
+      if (env[variable]) issues.push(`${variable} is set, but ${variables.network} (the CAIP-2 network it is for) is not`)
+  if (raw.networks !== undefined || network) raw.networks = networks
+
+  const parsed = schema.safeParse(raw)
+  if (parsed.success && issues.length === 0) return parsed.data
+  for (const issue of parsed.error?.issues ?? []) issues.push(describe(issue, sources, file))
+  throw new ConfigError(issues)
+}
+
+/** Checks a configuration given in code, filling in defaults. */
+export function parseConfig(input: ConfigInput): Config {
+  const parsed = schema.safeParse(input)
+  if (parsed.success) return parsed.data
+  throw new ConfigError(parsed.error.issues.map((issue) => describe(issue, new Map(), undefined)))
+}
+
+function describe(issue: z.core.$ZodIssue, sources: Map<string, string>, file: string | undefined): string {
+  const path = issue.path.map(String).join('.')
+  const message = issue.code === 'invalid_key' ? (issue.issues[0]?.message ?? issue.message) : issue.message
+  // The most specific source: `networks.eip155:8453.signers.0` came from the signers variable.
+  let source: string | undefined
+  for (let prefix = path; prefix && !source; prefix = prefix.includes('.') ? prefix.slice(0, prefix.lastIndexOf('.')) : '')
+    source = sources.get(prefix)
+  const from = source ? ` (from ${source})` : file ? ` (in ${file})` : ''
+  return `${path || 'configuration'}${from}: ${message}`
+}
+
+function configPath(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (arg === '--config') {
+      const next = argv[i + 1]
+      if (!next || next.startsWith('--')) throw new ConfigError(['--config needs a file path'])
+      return next
+    }
+    if (arg.startsWith('--config=')) return arg.slice('--config='.length)
+  }
+  return undefined
+}
+
+function readConfigFile(file: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (error) {
+    throw new ConfigError([`cannot read the config file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`])
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (error) {
+    // Only the position: the parser's message quotes the text around it, which may be a private key.
+    const position = /position (\d+)/.exec((error as Error).message)?.[1]
+    throw new ConfigError([`the config file ${file} is not JSON${position ? ` (at character ${position})` : ''}`])
+  }
+  if (!isRecord(json)) throw new ConfigError([`the config file ${file} must hold a JSON object`])
+  return { ...json }
+}
+
+function caip2(network: string): string {
+  return Network.find(network)?.network ?? network
+}
+
+function number(value: string): number | string {
+  return /^\d+$/.test(value.trim()) ? Number(value) : value
+}
+
+function list(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter(Boolean)
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}

@@ -1,0 +1,111 @@
+/**
+ * The facilitator service: the library's facilitator over HTTP on Node, with its settlement records
+ * in PGlite or PostgreSQL, and the schemes its configuration names.
+ */
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import type { SchemeFacilitator } from 'x402kit'
+import { createFacilitator, type Facilitator, type FacilitatorConfig } from 'x402kit/facilitator'
+import { type Config, ConfigError, type ConfigInput, parseConfig, variables } from './config.ts'
+import { type Database, openDatabase } from './store/database.ts'
+import { migrate, sqlStore } from './store/sql.ts'
+
+export type ServiceOptions = {
+  /** Scheme parts to serve instead of those built from `config.networks`. */
+  schemes?: SchemeFacilitator[]
+  /** Further settings of the facilitator (TTLs, error reporting). */
+  facilitator?: Omit<FacilitatorConfig, 'schemes' | 'store' | 'maxBodyBytes'>
+}
+
+export type FacilitatorService = {
+  /** Where it listens, e.g. `http://127.0.0.1:4020`. */
+  url: string
+  facilitator: Facilitator
+  database: Database
+  /** Stops taking connections, lets requests in progress finish (up to `graceMs`), then closes the database. */
+  close(options?: { graceMs?: number }): Promise<void>
+}
+
+/**
+ * Starts the facilitator service: opens and migrates the database, builds the schemes, listens.
+ *
+ * @example
+ * ```ts
+ * import { loadConfig, startFacilitatorService } from '@x402kit/facilitator'
+ * const service = await startFacilitatorService(loadConfig())
+ * console.log(`facilitator on ${service.url}`)
+ * ```
+ */
+export async function startFacilitatorService(input: ConfigInput, options: ServiceOptions = {}): Promise<FacilitatorService> {
+  const config = parseConfig(input)
+  const schemes = options.schemes ?? (await evmSchemes(config))
+  if (schemes.length === 0)
+    throw new ConfigError([
+      `networks: none configured; set ${variables.network}, ${variables.rpcUrl} and ${variables.signers}, or list networks in a config file`,
+    ])
+
+  const database = await openDatabase(config)
+  try {
+    await migrate(database)
+    const facilitator = createFacilitator({
+      ...options.facilitator,
+      schemes,
+      store: sqlStore(database),
+      ...(config.maxBodyBytes !== undefined && { maxBodyBytes: config.maxBodyBytes }),
+    })
+
+    const fetch = (request: Request) =>
+      request.method === 'GET' && new URL(request.url).pathname === '/health' ? health(database) : facilitator.handler(request)
+    const server = serve({ fetch, port: config.port, hostname: config.host })
+    const address = await new Promise<AddressInfo>((resolve, reject) => {
+      server.once('listening', () => resolve(server.address() as AddressInfo))
+      server.once('error', reject)
+    })
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
+
+    let closing: Promise<void> | undefined
+    return {
+      url: `http://${host}:${address.port}`,
+      facilitator,
+      database,
+      close: ({ graceMs = 10_000 } = {}) =>
+        (closing ??= (async () => {
+          const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+          // Keep-alive connections go as soon as their request is answered, not at their idle timeout.
+          const idle = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
+          const grace = setTimeout(() => 'closeAllConnections' in server && server.closeAllConnections(), graceMs)
+          await closed
+          clearInterval(idle)
+          clearTimeout(grace)
+          await database.close()
+        })()),
+    }
+  } catch (error) {
+    await database.close()
+    throw error
+  }
+}
+
+/** `GET /health`: 200 while the database answers, else a 503 problem. */
+async function health(database: Database): Promise<Response> {
+  try {
+    await database.query('SELECT 1')
+    return Response.json({ status: 'ok', database: database.kind })
+  } catch {
+    const problem = {
+      type: 'about:blank',
+      title: 'Service Unavailable',
+      status: 503,
+      detail: 'The database does not answer.',
+      code: 'database_unavailable',
+    }
+    return new Response(JSON.stringify(problem), { status: 503, headers: { 'content-type': 'application/problem+json' } })
+  }
+}
+
+async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {
+  if (Object.keys(config.networks).length === 0) return []
+  // Loaded only when used, so a service given its schemes does not load the EVM stack.
+  const { exactEvmFacilitator } = await import('x402kit/evm')
+  return [exactEvmFacilitator({ networks: config.networks, eip6492Factories: config.eip6492Factories })]
+}

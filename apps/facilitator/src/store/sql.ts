@@ -1,0 +1,183 @@
+/**
+ * A `SettlementStore` on SQL (DESIGN §5): one schema, one dialect and one migration set for PGlite
+ * (embedded) and PostgreSQL (many instances sharing one database). Atomicity comes from the
+ * database: `reserve` is one `INSERT … ON CONFLICT DO NOTHING`, and a conditional `update` is one
+ * `UPDATE … WHERE`, which PostgreSQL re-checks on the latest row version under concurrent writers.
+ */
+import { BaseError } from 'x402kit'
+import type { SettlementCondition, SettlementPatch, SettlementRecord, SettlementStore } from 'x402kit/facilitator'
+
+/** What the store needs of a database; a `pg` `Pool` and a `PGlite` both have it. */
+export type Queryable = {
+  query(sql: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>
+}
+
+/** Each migration runs once per database, in order; a shipped one never changes. */
+export const migrations = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE payments (
+        key text PRIMARY KEY,
+        network text NOT NULL,
+        scheme text NOT NULL,
+        payer text,
+        amount numeric(78, 0) NOT NULL,
+        asset text NOT NULL,
+        pay_to text NOT NULL,
+        status text NOT NULL CHECK (status IN ('verified', 'settling', 'settled', 'failed')),
+        "transaction" text,
+        error_reason text,
+        result jsonb,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+      );
+      CREATE INDEX payments_status ON payments (status);`,
+  },
+] as const
+
+// Any fixed number: it names the lock that makes instances starting together migrate one at a time.
+const migrationLock = 402_4020
+
+/**
+ * Brings the database's schema up to date; safe to run from many instances at once. Each migration
+ * is one `DO` block, so it applies whole or not at all, under a transaction-scoped advisory lock.
+ */
+export async function migrate(db: Queryable): Promise<void> {
+  for (const migration of migrations)
+    await db.query(`DO $migrate$ BEGIN
+      PERFORM pg_advisory_xact_lock(${migrationLock});
+      CREATE TABLE IF NOT EXISTS migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+      IF NOT EXISTS (SELECT 1 FROM migrations WHERE version = ${migration.version}) THEN
+        ${migration.sql}
+        INSERT INTO migrations (version) VALUES (${migration.version});
+      END IF;
+    END $migrate$`)
+  const { rows } = await db.query('SELECT max(version) AS version FROM migrations')
+  const version = Number(rows[0]?.version ?? 0)
+  const known = migrations.at(-1)?.version ?? 0
+  if (version > known)
+    throw new BaseError(`The database schema is at version ${version}, newer than this facilitator knows (${known}).`, {
+      code: 'database_schema_newer',
+      hint: 'Run the facilitator version that migrated it, or a newer one.',
+    })
+}
+
+const columns = `key, network, scheme, payer, amount::text AS amount, asset, pay_to, status, "transaction", error_reason, result, created_at, updated_at`
+
+const fields = {
+  network: 'network',
+  scheme: 'scheme',
+  payer: 'payer',
+  amount: 'amount',
+  asset: 'asset',
+  payTo: 'pay_to',
+  status: 'status',
+  transaction: '"transaction"',
+  errorReason: 'error_reason',
+  result: 'result',
+  updatedAt: 'updated_at',
+} as const satisfies Record<keyof SettlementPatch, string>
+
+/**
+ * The settlement store on a migrated database.
+ *
+ * @example
+ * ```ts
+ * import { PGlite } from '@electric-sql/pglite'
+ * import { migrate, sqlStore } from '@x402kit/facilitator'
+ * const db = await PGlite.create('.data/facilitator')
+ * await migrate(db)
+ * const store = sqlStore(db)
+ * ```
+ */
+export function sqlStore(db: Queryable): SettlementStore {
+  async function get(key: string): Promise<SettlementRecord | undefined> {
+    const { rows } = await db.query(`SELECT ${columns} FROM payments WHERE key = $1`, [key])
+    return rows[0] && toRecord(rows[0])
+  }
+
+  return {
+    get,
+
+    async reserve(key, record) {
+      const inserted = await db.query(
+        `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, status, "transaction", error_reason, result, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)
+         ON CONFLICT (key) DO NOTHING RETURNING key`,
+        [
+          key,
+          record.network,
+          record.scheme,
+          record.payer ?? null,
+          record.amount,
+          record.asset,
+          record.payTo,
+          record.status,
+          record.transaction ?? null,
+          record.errorReason ?? null,
+          record.result === undefined ? null : JSON.stringify(record.result),
+          new Date(record.createdAt),
+          new Date(record.updatedAt),
+        ],
+      )
+      if (inserted.rows.length > 0) return undefined
+      const existing = await get(key)
+      if (!existing) throw new BaseError(`The payment record ${key} could neither be inserted nor read.`, { code: 'store_unavailable' })
+      return existing
+    },
+
+    async update(key, patch, when) {
+      const params: unknown[] = [key]
+      const assignments: string[] = []
+      for (const [field, column] of Object.entries(fields) as [keyof SettlementPatch, string][]) {
+        if (!Object.hasOwn(patch, field)) continue
+        params.push(toColumn(field, patch[field]))
+        assignments.push(`${column} = $${params.length}${field === 'result' ? '::jsonb' : ''}`)
+      }
+      if (assignments.length === 0) assignments.push('key = key')
+      const { rows } = await db.query(
+        `UPDATE payments SET ${assignments.join(', ')} WHERE key = $1${condition(when, params)} RETURNING ${columns}`,
+        params,
+      )
+      return rows[0] && toRecord(rows[0])
+    },
+  }
+}
+
+function condition(when: SettlementCondition | undefined, params: unknown[]): string {
+  if (!when) return ''
+  params.push(when.status)
+  let sql = ` AND status = $${params.length}`
+  if (when.updatedBefore !== undefined) {
+    params.push(new Date(when.updatedBefore))
+    sql += ` AND updated_at < $${params.length}`
+  }
+  return sql
+}
+
+function toColumn(field: keyof SettlementPatch, value: unknown): unknown {
+  if (value === undefined || value === null) return null
+  if (field === 'updatedAt') return new Date(value as number)
+  if (field === 'result') return JSON.stringify(value)
+  return value
+}
+
+function toRecord(row: Record<string, unknown>): SettlementRecord {
+  const optional = (value: unknown) => (value === null || value === undefined ? undefined : (value as string))
+  return {
+    key: row.key as string,
+    network: row.network as string,
+    scheme: row.scheme as string,
+    payer: optional(row.payer),
+    amount: row.amount as string,
+    asset: row.asset as string,
+    payTo: row.pay_to as string,
+    status: row.status as SettlementRecord['status'],
+    transaction: optional(row.transaction),
+    errorReason: optional(row.error_reason),
+    result: (row.result ?? undefined) as SettlementRecord['result'],
+    createdAt: (row.created_at as Date).getTime(),
+    updatedAt: (row.updated_at as Date).getTime(),
+  }
+}

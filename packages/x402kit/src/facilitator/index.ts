@@ -1,0 +1,10 @@
+export { createFacilitator, type Facilitator, type FacilitatorConfig } from './createFacilitator.ts'
+export { FacilitatorUnavailableError, type HttpFacilitatorOptions, httpFacilitator } from './http.ts'
+export {
+  memoryStore,
+  type SettlementCondition,
+  type SettlementPatch,
+  type SettlementRecord,
+  type SettlementStatus,
+  type SettlementStore,
+} from './Store.ts'

@@ -1,0 +1,56 @@
+/**
+ * Verify (x402 v2 §7.1 `/verify`): the scheme checks the payment, then its settlement key is reserved,
+ * so one authorization is accepted by one verification at a time. Without the reservation, two
+ * resource servers (or one, twice) could verify the same authorization before either settles it and
+ * both serve — the window between verify and settle that the reference SDK once had.
+ */
+import { Reason } from '../core/Errors.ts'
+import type { Payment, VerifyResponse } from '../core/Facilitator.ts'
+import { alreadyUsed, type Context, invalid, newRecord } from './internal/context.ts'
+import type { SettlementRecord } from './Store.ts'
+
+export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
+  const scheme = context.route(payment.requirements)
+  if (typeof scheme === 'string') return invalid(scheme, `No scheme "${payment.requirements.scheme}" on ${payment.requirements.network}.`)
+
+  let key: string | undefined
+  try {
+    key = scheme.settlementKey(payment)
+  } catch (error) {
+    context.onError(error, { operation: 'verify' })
+    return invalid(Reason.unexpectedVerifyError)
+  }
+
+  // A taken key is refused before any chain work; the reservation below is what decides a race.
+  if (key !== undefined) {
+    const existing = await context.store.get(key)
+    if (existing && !expired(context, existing)) return invalid(alreadyUsed.reason, alreadyUsed.message, existing.payer)
+  }
+
+  let result: VerifyResponse
+  try {
+    result = await scheme.verify(payment)
+  } catch (error) {
+    context.onError(error, { operation: 'verify', ...(key !== undefined && { key }) })
+    return invalid(Reason.unexpectedVerifyError)
+  }
+  // Only a valid payment reserves its key: an invalid one (say, a forged signature over someone
+  // else's nonce) must not be able to block the real payer.
+  if (!result.isValid || key === undefined) return result
+
+  const now = context.now()
+  const record = newRecord(key, payment, 'verified', result.payer, now)
+  const existing = await context.store.reserve(key, record)
+  if (!existing) return result
+  if (existing.status === 'verified') {
+    // A verification nobody settled within the TTL gives way, so an honest client can retry.
+    const { key: _, createdAt, ...fresh } = record
+    const taken = await context.store.update(key, fresh, { status: 'verified', updatedBefore: now - context.verifyTtlMs })
+    if (taken) return result
+  }
+  return invalid(alreadyUsed.reason, alreadyUsed.message, existing.payer)
+}
+
+function expired(context: Context, record: SettlementRecord): boolean {
+  return record.status === 'verified' && record.updatedAt < context.now() - context.verifyTtlMs
+}
