@@ -3,22 +3,12 @@
  *   tsx apps/facilitator/src/main.ts [--config facilitator.json]
  */
 import { BaseError } from 'x402kit'
-import { loadConfig } from './config.ts'
-import { startFacilitatorService } from './server.ts'
+import { runFacilitatorService } from './run.ts'
 
-try {
-  const config = loadConfig()
-  const service = await startFacilitatorService(config)
-  const networks = Object.keys(config.networks).join(', ')
-  console.log(`x402kit facilitator on ${service.url} (${networks}; ${service.database.kind} store)`)
-  const stop = async (signal: NodeJS.Signals) => {
-    console.log(`${signal}: finishing requests in progress, then closing`)
-    await service.close()
-    process.exit(0)
-  }
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
-} catch (error) {
-  console.error(error instanceof BaseError ? error.message : error)
-  process.exit(1)
-}
+runFacilitatorService().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error instanceof BaseError ? error.message : error)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,78 @@
+#!/usr/bin/env -S npx tsx
+/**
+ * The `x402` command.
+ *
+ *   x402 dev [--once] [--block-time S]          local chain + facilitator + paid API + paying agent
+ *   x402 pay <url> [--key K] [--max AMOUNT]     pay one URL (key from X402_PRIVATE_KEY by default)
+ *   x402 facilitator [--config FILE]            run a facilitator (config from env and file)
+ */
+import { parseArgs } from 'node:util'
+import { BaseError } from 'x402kit'
+
+const usage = `Usage:
+  x402 dev [--once] [--block-time SECONDS] [--data-dir DIR]
+  x402 pay <url> [--key 0x…] [--max AMOUNT] [-X METHOD] [-d DATA] [-H 'Name: value']
+  x402 facilitator [--config FILE]`
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'dev': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { once: { type: 'boolean' }, 'block-time': { type: 'string' }, 'data-dir': { type: 'string' } },
+      })
+      const blockTime = values['block-time'] === undefined ? undefined : Number(values['block-time'])
+      if (blockTime !== undefined && !(blockTime >= 0)) throw new BaseError('--block-time must be a number of seconds, 0 or more.')
+      const { dev } = await import('./commands/dev.ts')
+      return await dev({ once: values.once, blockTime, dataDir: values['data-dir'] })
+    }
+    case 'pay': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          key: { type: 'string' },
+          max: { type: 'string' },
+          method: { type: 'string', short: 'X' },
+          data: { type: 'string', short: 'd' },
+          header: { type: 'string', short: 'H', multiple: true },
+        },
+      })
+      if (positionals.length !== 1) throw new BaseError('x402 pay takes one URL.', { hint: usage })
+      const { pay } = await import('./commands/pay.ts')
+      return await pay({
+        url: positionals[0]!,
+        key: values.key,
+        max: values.max,
+        method: values.method,
+        data: values.data,
+        headers: values.header,
+      })
+    }
+    case 'facilitator': {
+      const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } } })
+      const { runFacilitator } = await import('./commands/facilitator.ts')
+      return await runFacilitator({ configFile: values.config })
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${usage}\n`)
+      return command === undefined ? 1 : 0
+    default:
+      process.stderr.write(`Unknown command "${command}".\n${usage}\n`)
+      return 1
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    process.stderr.write(
+      `x402: ${error instanceof BaseError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    )
+    process.exit(1)
+  },
+)
