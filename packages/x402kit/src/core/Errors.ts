@@ -95,6 +95,8 @@ export const Reason = {
   paymentHeaderTooLarge: 'payment_header_too_large',
   offerMismatch: 'payment_offer_mismatch',
   facilitatorUnavailable: 'facilitator_unavailable',
+  invalidPath: 'invalid_path',
+  methodOverrideRefused: 'method_override_refused',
 } as const
 
 export type Reason = (typeof Reason)[keyof typeof Reason]

@@ -1,0 +1,290 @@
+/**
+ * Routes: which requests a paywall covers (DESIGN §7 invariant 5).
+ *
+ * Route keys are compiled once, with every offer checked. A request path is then read every way a
+ * router in front of or behind the paywall might read it (decoded until stable, slashes collapsed,
+ * dot segments resolved or kept, `;` parameters dropped or taken as a query, case folded, trailing
+ * slash dropped), and a route applies when any reading matches. Over-matching only costs a 402 on a
+ * path no handler serves; under-matching would serve a handler unpaid.
+ */
+import * as Base64Json from '../core/Base64Json.ts'
+import { BaseError } from '../core/Errors.ts'
+import type { Price } from '../core/Money.ts'
+import type { Asset, Network } from '../core/Network.ts'
+import * as PaymentRequirements from '../core/PaymentRequirements.ts'
+import type { SchemeServer } from '../core/Scheme.ts'
+
+/** A price, or a function of the request that gives one (a dynamic price). */
+export type DynamicPrice = Price | ((request: Request) => Price | Promise<Price>)
+
+/** One way to pay for a route. Fields left out come from the route, then from the paywall config. */
+export type OfferConfig = {
+  price: DynamicPrice
+  network?: string
+  payTo?: string
+  asset?: Asset
+  /** Default `'exact'`. */
+  scheme?: string
+  maxTimeoutSeconds?: number
+  extra?: Record<string, unknown>
+}
+
+/**
+ * A paid route: a `price` (one offer), `accepts` (several offers), or both (the `price` offer first).
+ */
+export type RouteConfig = Partial<OfferConfig> & {
+  description?: string
+  mimeType?: string
+  accepts?: readonly OfferConfig[]
+}
+
+/** Keys are `'METHOD /path'` or `'/path'` (every method); `*` is one or more segments, a final `/*` any tail. */
+export type RoutesConfig = Record<string, RouteConfig>
+
+export type Offer = {
+  scheme: SchemeServer
+  price: DynamicPrice
+  input: { network: Network; payTo: string; asset?: Asset; maxTimeoutSeconds?: number; extra?: Record<string, unknown> }
+  /** The requirements, when the price is fixed and so computed once. */
+  fixed: PaymentRequirements.PaymentRequirements | undefined
+}
+
+export type Route = {
+  key: string
+  /** `undefined`: every method. */
+  method: string | undefined
+  /** Path segments to match: a literal, `one` (any one segment) or `any` (zero or more). */
+  pattern: readonly Segment[]
+  description: string | undefined
+  mimeType: string | undefined
+  offers: Offer[]
+}
+
+export class PaywallConfigError extends BaseError {
+  override name = 'PaywallConfigError'
+  constructor(shortMessage: string, options: { hint?: string; cause?: unknown } = {}) {
+    super(shortMessage, { code: 'invalid_config', ...options })
+  }
+}
+
+const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+const keyPattern = /^(?:([A-Za-z]+)\s+)?(\S+)$/
+const segmentPattern = /^[\p{L}\p{N}\-._~!$&'()+,=@]+$/u
+
+/** Compiles and checks every route; throws a `PaywallConfigError` naming the route at fault. */
+export function compileRoutes(
+  routes: RoutesConfig,
+  defaults: { payTo?: string; network?: string; schemes: readonly SchemeServer[] },
+): Route[] {
+  if (typeof routes !== 'object' || routes === null || Object.keys(routes).length === 0)
+    throw new PaywallConfigError('The paywall has no routes.', { hint: "Give routes such as { 'GET /weather': { price: '$0.001' } }." })
+  const compiled: Route[] = []
+  for (const [key, route] of Object.entries(routes)) {
+    const { method, pattern } = parseKey(key)
+    const twin = compiled.find((other) => other.method === method && patternKey(other.pattern) === patternKey(pattern))
+    if (twin) throw new PaywallConfigError(`Routes "${twin.key}" and "${key}" are the same route once normalised.`)
+    const { price, accepts = [], description, mimeType, ...shared } = route ?? {}
+    const offers = [...(price === undefined ? [] : [{ ...shared, price }]), ...accepts]
+    if (offers.length === 0)
+      throw new PaywallConfigError(`Route "${key}" has no price.`, {
+        hint: "Give it a price such as '$0.001', or accepts: [{ price, network }].",
+      })
+    compiled.push({
+      key,
+      method,
+      pattern,
+      description,
+      mimeType,
+      offers: offers.map((offer) => compileOffer(key, { ...shared, ...offer }, defaults)),
+    })
+  }
+  return compiled
+}
+
+function compileOffer(
+  key: string,
+  offer: OfferConfig,
+  defaults: { payTo?: string; network?: string; schemes: readonly SchemeServer[] },
+): Offer {
+  const name = offer.scheme ?? 'exact'
+  const scheme = defaults.schemes.find((candidate) => candidate.scheme === name)
+  if (!scheme)
+    throw new PaywallConfigError(`Route "${key}" uses the scheme "${name}", which the paywall has no server part for.`, {
+      hint: `Add it to schemes; the paywall has ${defaults.schemes.map((s) => `"${s.scheme}"`).join(', ') || 'none'}.`,
+    })
+  const network = offer.network ?? defaults.network
+  const payTo = offer.payTo ?? defaults.payTo
+  if (!network)
+    throw new PaywallConfigError(`Route "${key}" has no network.`, { hint: "Set network on the route or the paywall, e.g. 'eip155:8453'." })
+  if (!payTo) throw new PaywallConfigError(`Route "${key}" has no payTo.`, { hint: 'Set payTo on the route or the paywall.' })
+  const input = { network: network as Network, payTo, asset: offer.asset, maxTimeoutSeconds: offer.maxTimeoutSeconds, extra: offer.extra }
+  try {
+    // A dynamic price is checked with a zero price now, so a bad network, asset or payTo fails at start.
+    const probe = Base64Json.parse(
+      scheme.requirements({ ...input, price: typeof offer.price === 'function' ? 0n : offer.price }),
+      PaymentRequirements.schema,
+      'offer',
+    )
+    return {
+      scheme,
+      price: offer.price,
+      input: { ...input, network: probe.network as Network },
+      fixed: typeof offer.price === 'function' ? undefined : probe,
+    }
+  } catch (cause) {
+    const message = cause instanceof BaseError ? cause.shortMessage : cause instanceof Error ? cause.message.split('\n')[0] : String(cause)
+    throw new PaywallConfigError(`Route "${key}": ${message}`, { cause, hint: cause instanceof BaseError ? cause.hint : undefined })
+  }
+}
+
+function parseKey(key: string): { method: string | undefined; pattern: Segment[] } {
+  const match = keyPattern.exec(key.trim())
+  const method = match?.[1]?.toUpperCase()
+  const path = match?.[2] ?? ''
+  if (!match || !path.startsWith('/'))
+    throw new PaywallConfigError(`Route "${key}" is not "METHOD /path" or "/path".`, { hint: "Write e.g. 'GET /weather' or '/feed/*'." })
+  if (method !== undefined && !methods.has(method))
+    throw new PaywallConfigError(`Route "${key}" has the unknown method "${method}".`, {
+      hint: `Use one of ${[...methods].join(', ')}, or no method for all.`,
+    })
+  const segments = path.toLowerCase().split('/').filter(Boolean)
+  for (const segment of segments) {
+    if (segment === '*') continue
+    if (segment.startsWith(':') || segment.includes('*'))
+      throw new PaywallConfigError(`Route "${key}" has the segment "${segment}".`, {
+        hint: 'A variable part is a whole segment written "*".',
+      })
+    if (segment === '.' || segment === '..' || !segmentPattern.test(segment))
+      throw new PaywallConfigError(`Route "${key}" has the segment "${segment}", which a request path never has once normalised.`, {
+        hint: 'Write the path as clients see it decoded, without ".", "..", "%", "?", "#", ";" or "\\".',
+      })
+  }
+  const tail = segments.at(-1) === '*'
+  // A middle `*` is one segment and then any more, so it also covers a segment holding an encoded `/`.
+  const pattern = (tail ? segments.slice(0, -1) : segments).flatMap((segment): Segment[] => (segment === '*' ? [one, any] : [segment]))
+  return { method, pattern: tail ? [...pattern, any] : pattern }
+}
+
+export const one = Symbol('one segment')
+export const any = Symbol('any segments')
+export type Segment = string | typeof one | typeof any
+
+/**
+ * Whether a path's segments match a pattern: the classic wildcard walk, which retries only from
+ * the last `any`, so its cost stays proportional to pattern × path length whatever the path.
+ */
+export function matchSegments(pattern: readonly Segment[], segments: readonly string[]): boolean {
+  let p = 0
+  let s = 0
+  let retryP = -1
+  let retryS = 0
+  while (s < segments.length) {
+    const wanted = pattern[p]
+    if (wanted === any) {
+      retryP = p++
+      retryS = s
+    } else if (wanted !== undefined && (wanted === one || wanted === segments[s])) {
+      p++
+      s++
+    } else if (retryP !== -1) {
+      p = retryP + 1
+      s = ++retryS
+    } else return false
+  }
+  while (pattern[p] === any) p++
+  return p === pattern.length
+}
+
+/** The route that applies to a request, if any: the first declared whose method and any path reading match. */
+export function findRoute(routes: readonly Route[], method: string, readings: readonly string[]): Route | undefined {
+  const wanted = method.toUpperCase()
+  const paths = readings.map(segmentsOf)
+  return routes.find((route) => coversMethod(route.method, wanted) && paths.some((path) => matchSegments(route.pattern, path)))
+}
+
+/** Whether any route covers one of the path readings, whatever the method. */
+export function coversPath(routes: readonly Route[], readings: readonly string[]): boolean {
+  const paths = readings.map(segmentsOf)
+  return routes.some((route) => paths.some((path) => matchSegments(route.pattern, path)))
+}
+
+function patternKey(pattern: readonly Segment[]): string {
+  return pattern.map((segment) => (segment === one ? '/?' : segment === any ? '/**' : `/${segment}`)).join('')
+}
+
+function segmentsOf(path: string): string[] {
+  return path.split('/').filter(Boolean)
+}
+
+function coversMethod(declared: string | undefined, method: string): boolean {
+  // Servers answer HEAD with the GET handler, so a GET price covers HEAD.
+  return declared === undefined || declared === method || (declared === 'GET' && method === 'HEAD')
+}
+
+/** How many times a path is percent-decoded; a path still encoded after that is refused. */
+export const maxDecodeRounds = 3
+
+/**
+ * The readings of a request path that routes are matched against, each lower-case, with single
+ * slashes and no trailing slash; `undefined` when the path is still percent-encoded after
+ * `maxDecodeRounds` decodings.
+ */
+export function readPath(path: string): string[] | undefined {
+  const decoded = decodeFully(path)
+  if (decoded === undefined) return undefined
+  const slashed = decoded.replaceAll('\\', '/')
+  const clean = cutAt(slashed, /[?#\0]/)
+  const readings = [
+    // Matrix parameters dropped per segment (`/a;x=1/b`), dot segments resolved: what proxies and servlet containers read.
+    finish(resolveDots(clean.split('/').map((segment) => segment.split(';')[0] ?? ''))),
+    // `;` as the start of a query, as some routers can be told to read it.
+    finish(resolveDots(cutAt(clean, /;/).split('/'))),
+    // Decoded but otherwise literal: `..` kept as a segment, as a router matching raw segments sees it.
+    finish(slashed.split('/')),
+  ]
+  return [...new Set(readings)]
+}
+
+/** The main reading of a path: decoded, dot segments resolved, case folded. */
+export function normalizePath(path: string): string | undefined {
+  return readPath(path)?.[0]
+}
+
+/**
+ * The readings of a request's path: from its URL, which WHATWG parsing has already resolved, and from
+ * the raw request target when the framework routes on that instead (`req.url` on Node).
+ */
+export function readTarget(url: URL, target?: string): string[] | undefined {
+  const fromUrl = readPath(url.pathname)
+  const fromTarget = target?.startsWith('/') ? readPath(target.split(/[?#]/, 1)[0] ?? '/') : []
+  return fromUrl && fromTarget && [...new Set([...fromUrl, ...fromTarget])]
+}
+
+const encoded = /%[0-9a-f]{2}/i
+const encodedRun = /(?:%[0-9a-f]{2})+/gi
+const utf8 = new TextDecoder()
+
+function decodeFully(path: string): string | undefined {
+  let current = path
+  for (let round = 0; round < maxDecodeRounds && encoded.test(current); round++)
+    current = current.replace(encodedRun, (run) => utf8.decode(Uint8Array.from(run.slice(1).split('%'), (hex) => Number.parseInt(hex, 16))))
+  return encoded.test(current) ? undefined : current
+}
+
+function cutAt(text: string, pattern: RegExp): string {
+  const index = text.search(pattern)
+  return index === -1 ? text : text.slice(0, index)
+}
+
+function resolveDots(segments: readonly string[]): string[] {
+  const resolved: string[] = []
+  for (const segment of segments) {
+    if (segment === '..') resolved.pop()
+    else if (segment !== '.' && segment !== '') resolved.push(segment)
+  }
+  return resolved
+}
+
+function finish(segments: readonly string[]): string {
+  return `/${segments.filter(Boolean).join('/')}`.toLowerCase()
+}
