@@ -67,12 +67,11 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    process.stderr.write(
-      `x402: ${error instanceof BaseError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
-    )
-    process.exit(1)
-  },
-)
+// Exit only once stdout has drained: a piped stdout is asynchronous, and scripts read its last line.
+const exit = (code: number) => process.stdout.write('', () => process.exit(code))
+
+main(process.argv.slice(2)).then(exit, (error: unknown) => {
+  const text = error instanceof BaseError ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)
+  process.stderr.write(`x402: ${text}\n`)
+  exit(1)
+})

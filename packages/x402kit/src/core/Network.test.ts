@@ -14,8 +14,17 @@ describe('Network', () => {
   })
 
   it('knows USDC on Base and Base Sepolia with their EIP-712 domains', () => {
-    expect(Network.asset('eip155:8453')).toMatchObject({ address: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913', name: 'USD Coin', version: '2', decimals: 6 })
-    expect(Network.asset('base-sepolia')).toMatchObject({ address: '0x036CbD53842c5426634e7929541eC2318f3dCF7e', name: 'USDC', version: '2' })
+    expect(Network.asset('eip155:8453')).toMatchObject({
+      address: '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913',
+      name: 'USD Coin',
+      version: '2',
+      decimals: 6,
+    })
+    expect(Network.asset('base-sepolia')).toMatchObject({
+      address: '0x036CbD53842c5426634e7929541eC2318f3dCF7e',
+      name: 'USDC',
+      version: '2',
+    })
     expect(Network.asset('eip155:8453', '0x833589fcd6edb6e08f4c7c32d4f71b54bda02913')?.symbol).toBe('USDC')
   })
 

@@ -121,8 +121,9 @@ const table: NetworkInfo[] = [
   { network: 'eip155:1514', chainId: 1514, v1Name: 'story', assets: [] },
   { network: 'eip155:41923', chainId: 41923, v1Name: 'educhain', assets: [] },
   { network: 'eip155:324705682', chainId: 324705682, v1Name: 'skale-base-sepolia', assets: [] },
-  // The local development chain; its USDC address depends on the deployment, so it is registered at run time.
-  { network: 'eip155:31337', chainId: 31337, v1Name: 'localhost', assets: [] },
+  // The local development chain: `@x402kit/devnet` deploys USDC from a fixed account at a fixed nonce,
+  // so it always lands here; another deployment can be added with `registerAsset`.
+  { network: 'eip155:31337', chainId: 31337, v1Name: 'localhost', assets: [usdc('0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0')] },
 ]
 
 const byNetwork = new Map<string, NetworkInfo>(table.map((info) => [info.network, info]))

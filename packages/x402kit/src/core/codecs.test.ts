@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import * as Base64Json from './Base64Json.ts'
-import { BaseError, ParseError } from './Errors.ts'
+import { type BaseError, ParseError } from './Errors.ts'
 import * as Facilitator from './Facilitator.ts'
 import * as PaymentPayload from './PaymentPayload.ts'
 import * as PaymentRequired from './PaymentRequired.ts'
@@ -127,36 +127,52 @@ describe('codec properties', () => {
 
   it('any valid payment required round-trips through its header', () => {
     fc.assert(
-      fc.property(fc.array(offerArbitrary, { minLength: 1, maxLength: 4 }), fc.webUrl(), fc.string({ maxLength: 64 }), (accepts, url, description) => {
-        const value: PaymentRequired.PaymentRequired = { x402Version: 2, resource: { url, description }, accepts }
-        expect(PaymentRequired.decode(PaymentRequired.encode(value))).toEqual(value)
-      }),
+      fc.property(
+        fc.array(offerArbitrary, { minLength: 1, maxLength: 4 }),
+        fc.webUrl(),
+        fc.string({ maxLength: 64 }),
+        (accepts, url, description) => {
+          const value: PaymentRequired.PaymentRequired = { x402Version: 2, resource: { url, description }, accepts }
+          expect(PaymentRequired.decode(PaymentRequired.encode(value))).toEqual(value)
+        },
+      ),
     )
   })
 
   it('any payload round-trips through its header', () => {
     fc.assert(
-      fc.property(offerArbitrary, fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }), (accepted, inner) => {
-        const value = { x402Version: 2 as const, accepted, payload: inner }
-        expect(PaymentPayload.decode(PaymentPayload.encode(value))).toEqual(JSON.parse(JSON.stringify(value)))
-      }),
+      fc.property(
+        offerArbitrary,
+        fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 2 }), { maxKeys: 4 }),
+        (accepted, inner) => {
+          const value = { x402Version: 2 as const, accepted, payload: inner }
+          expect(PaymentPayload.decode(PaymentPayload.encode(value))).toEqual(JSON.parse(JSON.stringify(value)))
+        },
+      ),
     )
   })
 
   it('garbage headers give a ParseError, never a crash', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.base64String(), fc.jsonValue().map((v) => Base64Json.encode(v))), (header) => {
-        try {
-          PaymentPayload.decode(header)
-        } catch (error) {
-          expect(error).toBeInstanceOf(ParseError)
-        }
-        try {
-          PaymentRequired.decode(header)
-        } catch (error) {
-          expect(error).toBeInstanceOf(ParseError)
-        }
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.base64String(),
+          fc.jsonValue().map((v) => Base64Json.encode(v)),
+        ),
+        (header) => {
+          try {
+            PaymentPayload.decode(header)
+          } catch (error) {
+            expect(error).toBeInstanceOf(ParseError)
+          }
+          try {
+            PaymentRequired.decode(header)
+          } catch (error) {
+            expect(error).toBeInstanceOf(ParseError)
+          }
+        },
+      ),
       { numRuns: 3000 },
     )
   })
