@@ -8,6 +8,7 @@ it('exports', () => {
       "loadConfig",
       "migrate",
       "openDatabase",
+      "runFacilitatorService",
       "sqlStore",
       "startFacilitatorService",
     ]

@@ -35,8 +35,9 @@ const backends = [
   },
 ]
 
-for (const backend of backends)
-  describe.runIf(backend.enabled)(`sqlStore on ${backend.name}`, () => {
+// PostgreSQL joins when DATABASE_URL names one (CI starts one); PGlite always runs.
+for (const backend of backends.filter((b) => b.enabled))
+  describe(`sqlStore on ${backend.name}`, () => {
     let one: Database
     let two: Database
     let close: () => Promise<unknown>

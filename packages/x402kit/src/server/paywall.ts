@@ -103,7 +103,9 @@ export function createPaywall(config: PaywallConfig): Paywall {
     const override = overrideHeaders.some((name) => request.headers.has(name)) || url.searchParams.has('_method')
     // A method override could carry the request to another method's handler, so a paid path refuses it.
     if (override && (route || coversPath(routes, readings)))
-      return { refusal: problem(400, Reason.methodOverrideRefused, 'This path is paid; send the method itself, without a method override.') }
+      return {
+        refusal: problem(400, Reason.methodOverrideRefused, 'This path is paid; send the method itself, without a method override.'),
+      }
     return route && { route }
   }
 
