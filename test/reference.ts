@@ -102,7 +102,11 @@ export async function startReferenceServer(options: {
             scheme: 'exact',
             network: options.network,
             payTo: options.payTo,
-            price: { amount: options.amount, asset: options.asset, extra: { name: options.tokenName ?? 'USD Coin', version: options.tokenVersion ?? '2' } },
+            price: {
+              amount: options.amount,
+              asset: options.asset,
+              extra: { name: options.tokenName ?? 'USD Coin', version: options.tokenVersion ?? '2' },
+            },
           },
           description: 'Weather',
           mimeType: 'application/json',
@@ -120,4 +124,15 @@ export async function startReferenceServer(options: {
 /** The reference fetch client paying with `exact` on any EVM chain. */
 export function referenceFetch(account: Account) {
   return wrapFetchWithPaymentFromConfig(fetch, { schemes: [{ network: 'eip155:*', client: new ExactEvmClientScheme(account as never) }] })
+}
+
+/**
+ * The reference fetch client allowed to pay in `assets` beyond its default table (its spend controls
+ * refuse any other token, such as the local chain's USDC, before signing).
+ */
+export function referenceFetchAllowing(account: Account, assets: { network: `${string}:${string}`; asset: string }[]) {
+  return wrapFetchWithPaymentFromConfig(fetch, {
+    schemes: [{ network: 'eip155:*', client: new ExactEvmClientScheme(account as never) }],
+    spendControls: { allowedAssets: assets },
+  })
 }
