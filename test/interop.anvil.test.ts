@@ -13,7 +13,7 @@ import { exactEvmClient, exactEvmServer, toEvmSigner } from 'x402kit/evm'
 import {
   type Listening,
   referenceFacilitator,
-  referenceFetchAllowing,
+  referenceFetch,
   startReferenceFacilitator,
   startReferenceServer,
 } from './reference.ts'
@@ -55,7 +55,7 @@ afterAll(async () => {
 
 /** The reference client, told the local chain's USDC is a token it may pay in. */
 function referenceClient(key: Hex) {
-  return referenceFetchAllowing(privateKeyToAccount(key), [{ network: stack.network, asset: stack.devnet.usdc }])
+  return referenceFetch(privateKeyToAccount(key), [{ network: stack.network, asset: stack.devnet.usdc }])
 }
 
 async function ourApi(adapter: 'hono' | 'express'): Promise<PaidApi> {

@@ -121,18 +121,13 @@ export async function startReferenceServer(options: {
   return await listen(app)
 }
 
-/** The reference fetch client paying with `exact` on any EVM chain. */
-export function referenceFetch(account: Account) {
-  return wrapFetchWithPaymentFromConfig(fetch, { schemes: [{ network: 'eip155:*', client: new ExactEvmClientScheme(account as never) }] })
-}
-
 /**
- * The reference fetch client allowed to pay in `assets` beyond its default table (its spend controls
- * refuse any other token, such as the local chain's USDC, before signing).
+ * The reference fetch client paying with `exact` on any EVM chain. Its spend controls refuse any token
+ * outside its default table (such as the local chain's USDC) before signing, so those are listed in `assets`.
  */
-export function referenceFetchAllowing(account: Account, assets: { network: `${string}:${string}`; asset: string }[]) {
+export function referenceFetch(account: Account, assets: { network: `${string}:${string}`; asset: string }[] = []) {
   return wrapFetchWithPaymentFromConfig(fetch, {
     schemes: [{ network: 'eip155:*', client: new ExactEvmClientScheme(account as never) }],
-    spendControls: { allowedAssets: assets },
+    ...(assets.length > 0 && { spendControls: { allowedAssets: assets } }),
   })
 }
