@@ -1,7 +1,7 @@
 import net from 'node:net'
-import { type Hex, parseEther, parseEventLogs, toHex } from 'viem'
+import { type Hex, parseEther, parseEventLogs, parseSignature, toHex } from 'viem'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Devnet, type DevnetAccount, startDevnet, USDC_ABI } from './index.ts'
+import { type Devnet, type DevnetAccount, PERMIT_TOKEN_ABI, PERMIT_TOKEN_DOMAIN, startDevnet, USDC_ABI } from './index.ts'
 
 const TRANSFER_WITH_AUTHORIZATION = {
   TransferWithAuthorization: [
@@ -105,6 +105,88 @@ describe('startDevnet', () => {
     expect(await devnet.usdcBalance(address)).toBe(before + 12n)
   })
 
+  it('deploys PUSD (PermitToken) at its fixed address, after USDC, and funds the accounts with 10,000 PUSD', async () => {
+    expect(devnet.usdc).toBe('0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0')
+    expect(devnet.permitToken).toBe('0x8A791620dd6260079BF849Dc5567aDC3F2FdC318')
+    const token = { address: devnet.permitToken, abi: PERMIT_TOKEN_ABI } as const
+    const read = devnet.publicClient.readContract
+    expect(
+      await Promise.all([
+        read({ ...token, functionName: 'name' }),
+        read({ ...token, functionName: 'symbol' }),
+        read({ ...token, functionName: 'decimals' }),
+        read({ ...token, functionName: 'owner' }),
+        read({ ...token, functionName: 'nonces', args: [devnet.accounts[0]!.address] }),
+      ]),
+    ).toEqual(['Permit Dollar', 'PUSD', 6, devnet.deployer.address, 0n])
+    const [, name, version] = await devnet.publicClient.readContract({
+      address: devnet.permitToken,
+      abi: PERMIT_TOKEN_ABI,
+      functionName: 'eip712Domain',
+    })
+    expect({ name, version }).toEqual(PERMIT_TOKEN_DOMAIN)
+    for (const { address } of devnet.accounts) expect(await devnet.tokenBalance(devnet.permitToken, address)).toBe(10_000_000_000n)
+    expect(await devnet.tokenBalance(devnet.usdc, devnet.accounts[0]!.address)).toBe(await devnet.usdcBalance(devnet.accounts[0]!.address))
+  })
+
+  it('PUSD moves by permit and transferFrom, and only its owner mints', async () => {
+    const [owner, spender, payee] = devnet.accounts as [DevnetAccount, DevnetAccount, DevnetAccount]
+    const before = await Promise.all([owner, payee].map(({ address }) => devnet.tokenBalance(devnet.permitToken, address)))
+    const value = 2_500n
+    const deadline = BigInt(Math.floor(Date.now() / 1000) + 600)
+    const nonce = await devnet.publicClient.readContract({
+      address: devnet.permitToken,
+      abi: PERMIT_TOKEN_ABI,
+      functionName: 'nonces',
+      args: [owner.address],
+    })
+    const signature = await devnet.walletClient(owner.privateKey).signTypedData({
+      domain: { ...PERMIT_TOKEN_DOMAIN, chainId: devnet.chainId, verifyingContract: devnet.permitToken },
+      types: {
+        Permit: [
+          { name: 'owner', type: 'address' },
+          { name: 'spender', type: 'address' },
+          { name: 'value', type: 'uint256' },
+          { name: 'nonce', type: 'uint256' },
+          { name: 'deadline', type: 'uint256' },
+        ],
+      },
+      primaryType: 'Permit',
+      message: { owner: owner.address, spender: spender.address, value, nonce, deadline },
+    })
+    const { r, s, v } = parseSignature(signature)
+    const wallet = devnet.walletClient(spender.privateKey)
+    const write = async (request: Parameters<typeof wallet.writeContract>[0]) =>
+      (await devnet.publicClient.waitForTransactionReceipt({ hash: await wallet.writeContract(request) })).status
+    expect(
+      await write({
+        address: devnet.permitToken,
+        abi: PERMIT_TOKEN_ABI,
+        functionName: 'permit',
+        args: [owner.address, spender.address, value, deadline, Number(v), r, s],
+      }),
+    ).toBe('success')
+    expect(
+      await write({
+        address: devnet.permitToken,
+        abi: PERMIT_TOKEN_ABI,
+        functionName: 'transferFrom',
+        args: [owner.address, payee.address, value],
+      }),
+    ).toBe('success')
+    const after = await Promise.all([owner, payee].map(({ address }) => devnet.tokenBalance(devnet.permitToken, address)))
+    expect(after).toEqual([before[0]! - value, before[1]! + value])
+    await expect(
+      devnet.publicClient.simulateContract({
+        account: spender.address,
+        address: devnet.permitToken,
+        abi: PERMIT_TOKEN_ABI,
+        functionName: 'mint',
+        args: [spender.address, 1n],
+      }),
+    ).rejects.toThrow(/OwnableUnauthorizedAccount/)
+  })
+
   it('sets code and mines blocks', async () => {
     const address = '0x000000000000000000000000000000000000c0de'
     await devnet.setCode(address, '0x6001600055')
@@ -122,6 +204,7 @@ describe('startDevnet options', () => {
     try {
       expect(performance.now() - started).toBeLessThan(3_000)
       expect(await devnet.usdcBalance((devnet.accounts[0] as DevnetAccount).address)).toBe(42n)
+      expect(await devnet.tokenBalance(devnet.permitToken, (devnet.accounts[1] as DevnetAccount).address)).toBe(10_000_000_000n)
       const height = await devnet.publicClient.getBlockNumber()
       await new Promise((resolve) => setTimeout(resolve, 1_500))
       expect(await devnet.publicClient.getBlockNumber()).toBeGreaterThan(height)

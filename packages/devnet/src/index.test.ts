@@ -6,6 +6,8 @@ it('exports', () => {
     [
       "ANVIL_MNEMONIC",
       "FIAT_TOKEN_ABI",
+      "PERMIT_TOKEN_ABI",
+      "PERMIT_TOKEN_DOMAIN",
       "USDC_ABI",
       "startDevnet",
     ]

@@ -1,12 +1,14 @@
 /**
- * A local chain for the demo and tests: anvil with Circle's real USDC (FiatTokenV2_2) deployed and
- * funded accounts.
+ * A local chain for the demo and tests: anvil with Circle's real USDC (FiatTokenV2_2) and our
+ * permit-only PermitToken (PUSD) deployed, and funded accounts.
  *
  * Accounts are anvil's deterministic dev accounts (mnemonic "test test … junk"):
  * - index 0: `deployer` — deploys USDC and holds every token role (owner, master minter, minter,
- *   pauser, blacklister, lost-and-found). Because it deploys first, `usdc` always has the same address.
+ *   pauser, blacklister, lost-and-found), then deploys and owns PUSD. Both deploy at fixed nonces
+ *   before any mint (USDC's proxy at 2, PUSD at 9), so `usdc` and `permitToken` always have the same
+ *   addresses.
  * - index 1: FiatTokenProxy admin; the proxy refuses token calls from it, so it is not handed out.
- * - index 2 onwards: `accounts`, funded with ETH by anvil and with USDC at startup.
+ * - index 2 onwards: `accounts`, funded with ETH by anvil and with USDC and PUSD at startup.
  */
 import {
   type Address,
@@ -21,15 +23,19 @@ import {
   http,
   type PrivateKeyAccount,
   type PublicClient,
+  parseAbi,
   publicActions,
   type WalletClient,
 } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { anvil } from 'viem/chains'
 import { anvilPrivateKeys, CHAIN_ID, startAnvil } from './anvil.ts'
-import { deployUsdc, USDC_ABI, USDC_ADMIN_ABI, USDC_MIN_BLOCK_GAS_LIMIT } from './usdc.ts'
+import { createBatch } from './batch.ts'
+import { checkPermitToken, deployPermitToken, queuePermitTokenMint } from './permitToken.ts'
+import { checkUsdc, deployUsdc, queueUsdcMint, USDC_ABI, USDC_ADMIN_ABI, USDC_MIN_BLOCK_GAS_LIMIT } from './usdc.ts'
 
 export { ANVIL_MNEMONIC } from './anvil.ts'
+export { PERMIT_TOKEN_ABI, PERMIT_TOKEN_DOMAIN } from './permitToken.ts'
 export { FIAT_TOKEN_ABI, USDC_ABI } from './usdc.ts'
 
 export type DevnetOptions = {
@@ -39,6 +45,8 @@ export type DevnetOptions = {
   accounts?: number
   /** USDC minted to each account, in atomic units (6 decimals); default 10,000 USDC. */
   usdcPerAccount?: bigint
+  /** PUSD minted to each account, in atomic units (6 decimals); default 10,000 PUSD. */
+  permitTokenPerAccount?: bigint
   /** Block gas limit; at least 6,500,000 (the USDC deployment). */
   gasLimit?: bigint
   /** Port on 127.0.0.1; default a free one. */
@@ -54,6 +62,8 @@ export type Devnet = {
   chain: Chain
   /** FiatTokenProxy address: call the token here with `USDC_ABI`. */
   usdc: Address
+  /** PermitToken (PUSD): EIP-2612 permit, no EIP-3009; call it with `PERMIT_TOKEN_ABI`. */
+  permitToken: Address
   accounts: DevnetAccount[]
   deployer: DevnetAccount
   publicClient: PublicClient<HttpTransport, Chain>
@@ -61,6 +71,8 @@ export type Devnet = {
   /** Mints from the deployer and resolves once mined. */
   mintUsdc(to: Address, amount: bigint): Promise<Hash>
   usdcBalance(address: Address): Promise<bigint>
+  /** The ERC-20 balance of `address` in `token`. */
+  tokenBalance(token: Address, address: Address): Promise<bigint>
   setCode(address: Address, bytecode: Hex): Promise<void>
   mine(blocks?: number): Promise<void>
   /** Stops anvil and resolves once its process has exited. */
@@ -69,12 +81,14 @@ export type Devnet = {
 
 const DEFAULT_ACCOUNTS = 10
 const DEFAULT_USDC_PER_ACCOUNT = 10_000_000_000n
+const DEFAULT_PERMIT_TOKEN_PER_ACCOUNT = 10_000_000_000n
+const BALANCE_OF_ABI = parseAbi(['function balanceOf(address account) view returns (uint256)'])
 // Tests mine and then read at once: poll quickly and never serve a cached block number.
 const clientOptions = { pollingInterval: 50, cacheTime: 0 }
 const RESERVED_ACCOUNTS = 2
 
 /**
- * Starts anvil, deploys USDC and funds accounts.
+ * Starts anvil, deploys USDC and PUSD, and funds accounts.
  *
  * @example
  * import { startDevnet } from '@x402kit/devnet'
@@ -86,6 +100,7 @@ const RESERVED_ACCOUNTS = 2
 export async function startDevnet(options: DevnetOptions = {}): Promise<Devnet> {
   const count = options.accounts ?? DEFAULT_ACCOUNTS
   const usdcPerAccount = options.usdcPerAccount ?? DEFAULT_USDC_PER_ACCOUNT
+  const permitTokenPerAccount = options.permitTokenPerAccount ?? DEFAULT_PERMIT_TOKEN_PER_ACCOUNT
   if (options.gasLimit !== undefined && options.gasLimit < USDC_MIN_BLOCK_GAS_LIMIT) {
     throw new Error(`startDevnet: gasLimit must be at least ${USDC_MIN_BLOCK_GAS_LIMIT} to deploy USDC`)
   }
@@ -106,12 +121,19 @@ export async function startDevnet(options: DevnetOptions = {}): Promise<Devnet> 
     const accounts = accountKeys.map(toAccount)
     const mine = async (blocks = 1) => testClient.mine({ blocks })
 
-    const usdc = await deployUsdc(testClient, {
-      deployer: privateKeyToAccount(deployerKey),
-      proxyAdmin: toAccount(proxyAdminKey).address,
-      mints: accounts.map(({ address }) => ({ to: address, amount: usdcPerAccount })),
-      mine,
-    })
+    // One batch of pre-signed transactions: both deployments first, at fixed nonces, then the mints.
+    const batch = await createBatch(testClient, privateKeyToAccount(deployerKey))
+    const usdc = await deployUsdc(batch, { proxyAdmin: toAccount(proxyAdminKey).address })
+    const permitToken = await deployPermitToken(batch)
+    for (const { address } of accounts) {
+      await queueUsdcMint(batch, usdc, address, usdcPerAccount)
+      await queuePermitTokenMint(batch, permitToken, address, permitTokenPerAccount)
+    }
+    await batch.mined(mine)
+    await Promise.all([
+      checkUsdc(testClient, usdc, usdcPerAccount * BigInt(accounts.length)),
+      checkPermitToken(testClient, permitToken, permitTokenPerAccount * BigInt(accounts.length)),
+    ])
 
     const minter = walletClient(deployerKey)
     // Serialised so concurrent calls never race for the deployer's nonce.
@@ -133,12 +155,15 @@ export async function startDevnet(options: DevnetOptions = {}): Promise<Devnet> 
       network: `eip155:${CHAIN_ID}`,
       chain,
       usdc,
+      permitToken,
       accounts,
       deployer,
       publicClient,
       walletClient,
       mintUsdc,
       usdcBalance: (address) => publicClient.readContract({ address: usdc, abi: USDC_ABI, functionName: 'balanceOf', args: [address] }),
+      tokenBalance: (token, address) =>
+        publicClient.readContract({ address: token, abi: BALANCE_OF_ABI, functionName: 'balanceOf', args: [address] }),
       setCode: (address, bytecode) => testClient.setCode({ address, bytecode }),
       mine,
       stop: node.stop,

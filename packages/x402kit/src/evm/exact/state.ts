@@ -26,7 +26,7 @@ export type ExactEvmNetworkConfig = {
   signers: Hex[]
   /** Blocks a settlement waits for before it is reported; default 1. */
   confirmations?: number
-  /** Gas limit of a `transferWithAuthorization` signed by a plain key; default 120,000. */
+  /** Gas limit of a `transferWithAuthorization` signed by a plain key, and of each of `permit` and `transferFrom`; default 120,000. */
   gasLimit?: bigint
   /** How often receipts and blocks are polled; default 250 ms. */
   pollingIntervalMs?: number
@@ -43,7 +43,7 @@ export type ExactEvmFacilitatorConfig = {
   rpcTimeoutMs?: number
   /** How long a settlement waits for its receipt before it reports `settlement_pending`; default 60 s. */
   receiptTimeoutMs?: number
-  /** How far ahead `validBefore` must be for the payment to settle in time; default 6 s. */
+  /** How far ahead `validBefore` (or a permit's `deadline`) must be for the payment to settle in time; default 6 s. */
   minValidSeconds?: number
 }
 
@@ -52,6 +52,16 @@ export type SignerState = { account: PrivateKeyAccount; nonces: NonceManager.Non
 
 /** What the token says about itself; `name`/`version` are `undefined` where it does not expose them. */
 export type TokenInfo = { deployed: boolean; name: string | undefined; version: string | undefined }
+
+/**
+ * What an EIP-2612 token says about its domain: `DOMAIN_SEPARATOR` (`undefined`: no permit) and, where
+ * it implements ERC-5267 `eip712Domain`, the name and version that separator was built from.
+ */
+export type PermitTokenInfo = {
+  deployed: boolean
+  domainSeparator: Hex | undefined
+  domain: { name: string; version: string } | undefined
+}
 
 export type Fees = { type: 'eip1559'; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: 'legacy'; gasPrice: bigint }
 
@@ -67,6 +77,7 @@ export type NetworkState = {
   gasLimit: bigint
   pollingIntervalMs: number
   tokens: Map<string, Promise<TokenInfo>>
+  permitTokens: Map<string, Promise<PermitTokenInfo>>
   fees: { at: number; value: Promise<Fees> } | undefined
   chainChecked: Promise<void> | undefined
 }
@@ -131,6 +142,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       gasLimit: entry.gasLimit ?? 120_000n,
       pollingIntervalMs,
       tokens: new Map(),
+      permitTokens: new Map(),
       fees: undefined,
       chainChecked: undefined,
     })

@@ -260,7 +260,7 @@ function tokenInfo(state: NetworkState, asset: Address): Promise<TokenInfo> {
   return info
 }
 
-async function hasCode(state: NetworkState, address: Address): Promise<boolean> {
+export async function hasCode(state: NetworkState, address: Address): Promise<boolean> {
   const code = await state.client.getCode({ address })
   return code !== undefined && code !== '0x'
 }
@@ -269,7 +269,7 @@ async function hasCode(state: NetworkState, address: Address): Promise<boolean> 
  * The outcome of a contract read: a revert is an answer (`ok: false`); a transport failure is not and
  * is thrown, so that an RPC outage never reads as "the payment is invalid".
  */
-async function settled<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+export async function settled<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
   try {
     return { ok: true, value: await promise }
   } catch (error) {
@@ -290,7 +290,7 @@ function isRevert(error: unknown): boolean {
   )
 }
 
-function revertReason(error: unknown): string {
+export function revertReason(error: unknown): string {
   if (error instanceof ViemBaseError) {
     const reverted = error.walk((e) => e instanceof ContractFunctionRevertedError)
     if (reverted instanceof ContractFunctionRevertedError && reverted.reason) return reverted.reason
