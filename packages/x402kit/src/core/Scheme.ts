@@ -41,6 +41,8 @@ export type SchemeFacilitator = {
    * Two payments with one key settle at most once between them.
    */
   settlementKey(payment: Payment): string | undefined
+  /** The reason a payment whose settlement key is taken is refused with. Default `invalid_exact_evm_nonce_already_used`. */
+  readonly alreadyUsedReason?: string
   /** The addresses that send settlement transactions on a network (`/supported` `signers`). */
   signers(network: Network): string[]
   /** `extra` advertised in `/supported` for a network. */
