@@ -10,13 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HttpHeader, PaymentRequired } from 'x402kit'
 import { decodePaymentResponse, getPaymentResult, wrapFetch } from 'x402kit/client'
 import { exactEvmClient, exactEvmServer, toEvmSigner } from 'x402kit/evm'
-import {
-  type Listening,
-  referenceFacilitator,
-  referenceFetch,
-  startReferenceFacilitator,
-  startReferenceServer,
-} from './reference.ts'
+import { type Listening, referenceFacilitator, referenceFetch, startReferenceFacilitator, startReferenceServer } from './reference.ts'
 import {
   authorizationUsed,
   budget,

@@ -42,6 +42,28 @@ export const schema = z.strictObject({
     .min(1024)
     .max(16 * 1024 * 1024)
     .optional(),
+  /** Access credentials for offers that ask for them (`extra.grant`), signed with keys kept in the database. */
+  credentials: z
+    .strictObject({
+      /** This service's public URL (servers fetch `<issuer>/.well-known/jwks.json`) or another identifier. */
+      issuer: z.string().min(1).max(512),
+      /** Lifetime of a credential whose grant has uses but no window. Default 1 hour. */
+      ttlSeconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(7 * 24 * 3600)
+        .optional(),
+      /** Longest credential lifetime; a retired key is published this long after it stops signing. Default 7 days. */
+      maxTtlSeconds: z
+        .number()
+        .int()
+        .min(60)
+        .max(365 * 24 * 3600)
+        .default(7 * 24 * 3600),
+      algorithm: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
+    })
+    .optional(),
 })
 
 export type Config = z.output<typeof schema>
@@ -60,6 +82,7 @@ export const variables = {
   dataDir: 'X402_DATA_DIR',
   eip6492Factories: 'X402_EIP6492_FACTORIES',
   maxBodyBytes: 'X402_MAX_BODY_BYTES',
+  credentialIssuer: 'X402_CREDENTIAL_ISSUER',
   config: 'X402_CONFIG',
 } as const
 
@@ -102,6 +125,11 @@ export function loadConfig(options: { env?: Record<string, string | undefined>; 
     if (value) set(key, variables[key as keyof typeof scalar], kind === 'number' ? number(value) : value)
   }
   if (env[variables.eip6492Factories]) set('eip6492Factories', variables.eip6492Factories, list(env[variables.eip6492Factories]))
+  const issuer = env[variables.credentialIssuer]
+  if (issuer) {
+    raw.credentials = { ...(isRecord(raw.credentials) ? raw.credentials : {}), issuer }
+    sources.set('credentials.issuer', variables.credentialIssuer)
+  }
 
   // Network keys may be given as version 1 names ("base"); they are stored as CAIP-2.
   const networks: Record<string, Record<string, unknown>> = {}

@@ -5,9 +5,11 @@
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import type { SchemeFacilitator } from 'x402kit'
+import { type CredentialKeyRing, credentialKeys, generateCredentialKey } from 'x402kit/credential'
 import { createFacilitator, type Facilitator, type FacilitatorConfig } from 'x402kit/facilitator'
 import { type Config, ConfigError, type ConfigInput, parseConfig, variables } from './config.ts'
 import { type Database, openDatabase } from './store/database.ts'
+import { loadCredentialKeys, rotateCredentialKeys } from './store/keys.ts'
 import { migrate, sqlStore } from './store/sql.ts'
 
 export type ServiceOptions = {
@@ -22,6 +24,11 @@ export type FacilitatorService = {
   url: string
   facilitator: Facilitator
   database: Database
+  /**
+   * Makes a new key sign credentials (with `credentials` configured); the old one stays published until
+   * every credential it signed has expired. Other instances sharing the database take it up within 30 s.
+   */
+  rotateCredentialKey(): Promise<string>
   /** Stops taking connections, lets requests in progress finish (up to `graceMs`), then closes the database. */
   close(options?: { graceMs?: number }): Promise<void>
 }
@@ -45,13 +52,17 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
     ])
 
   const database = await openDatabase(config)
+  let keys: Awaited<ReturnType<typeof credentialKeyRing>>
   try {
     await migrate(database)
+    keys = await credentialKeyRing(config, database)
     const facilitator = createFacilitator({
       ...options.facilitator,
       schemes,
       store: sqlStore(database),
       ...(config.maxBodyBytes !== undefined && { maxBodyBytes: config.maxBodyBytes }),
+      ...(config.credentials &&
+        keys && { credentials: { issuer: config.credentials.issuer, ttlSeconds: config.credentials.ttlSeconds, keys: keys.ring } }),
     })
 
     const fetch = (request: Request) =>
@@ -68,8 +79,13 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
       url: `http://${host}:${address.port}`,
       facilitator,
       database,
+      async rotateCredentialKey() {
+        if (!keys) throw new ConfigError([`credentials: not configured; set ${variables.credentialIssuer} to issue credentials`])
+        return keys.rotate()
+      },
       close: ({ graceMs = 10_000 } = {}) =>
         (closing ??= (async () => {
+          keys?.stop()
           const closed = new Promise<void>((resolve) => server.close(() => resolve()))
           // Keep-alive connections go as soon as their request is answered, not at their idle timeout.
           const idle = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
@@ -81,8 +97,32 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
         })()),
     }
   } catch (error) {
+    keys?.stop()
     await database.close()
     throw error
+  }
+}
+
+/**
+ * The credential keys, kept in the database and read again every 30 s, so that a rotation by any
+ * instance reaches all of them well within the minute a retired key is kept beyond its last credential.
+ */
+async function credentialKeyRing(config: Config, database: Database) {
+  if (!config.credentials) return undefined
+  const { algorithm, maxTtlSeconds } = config.credentials
+  const load = () => loadCredentialKeys(database, { algorithm, maxTtlSeconds })
+  const ring: CredentialKeyRing = credentialKeys({ keys: await load(), algorithm, maxTtlSeconds })
+  const reload = setInterval(() => load().then(ring.replace, () => {}), 30_000)
+  reload.unref()
+  return {
+    ring,
+    async rotate() {
+      const key = await generateCredentialKey(algorithm)
+      await rotateCredentialKeys(database, key)
+      ring.replace(await load())
+      return key.kid
+    },
+    stop: () => clearInterval(reload),
   }
 }
 

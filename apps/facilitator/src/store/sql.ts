@@ -6,6 +6,7 @@
  */
 import { BaseError } from 'x402kit'
 import type { SettlementCondition, SettlementPatch, SettlementRecord, SettlementStore } from 'x402kit/facilitator'
+import { credentialKeysMigration } from './keys.ts'
 
 /** What the store needs of a database; a `pg` `Pool` and a `PGlite` both have it. */
 export type Queryable = {
@@ -34,6 +35,7 @@ export const migrations = [
       );
       CREATE INDEX payments_status ON payments (status);`,
   },
+  { version: 2, sql: credentialKeysMigration },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.

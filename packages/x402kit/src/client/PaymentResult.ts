@@ -27,9 +27,25 @@ export const NotPaidReason = {
 } as const
 export type NotPaidReason = (typeof NotPaidReason)[keyof typeof NotPaidReason]
 
+/** An access credential the client holds, as a `PaymentResult` reports it. */
+export type CredentialInfo = {
+  /** The route key it was bought for, e.g. `'GET /feed/*'`. */
+  scope: string
+  /** Milliseconds since the epoch. */
+  expiresAt: number
+  /** Uses left as the client counts them; absent: any number until expiry. */
+  usesLeft?: number
+}
+
 export type PaymentResult = {
   /** A payment was sent and the server did not refuse it. */
   paid: boolean
+  /** The request was served on an access credential bought earlier (`paid` is false: nothing was paid for it). */
+  credential?: CredentialInfo
+  /** The access credential this payment earned; sent with later requests it covers. */
+  granted?: CredentialInfo
+  /** Why the server refused the credential the request carried (a `credential_*` code), before it was paid instead. */
+  credentialRefused?: string
   /** Why nothing was paid; absent when `paid`. */
   reason?: NotPaidReason
   /** Details: the server's error message, or why its payment headers could not be read. */
@@ -50,7 +66,7 @@ const results = new WeakMap<Response, PaymentResult>()
 
 /**
  * What `wrapFetch` did about payment for a response it returned; `undefined` when the server did not
- * ask for payment.
+ * ask for payment and no access credential was sent.
  *
  * @example
  * ```ts

@@ -1,15 +1,17 @@
 /**
  * `wrapFetch`: a fetch that answers a 402 by paying once, within a budget (x402 v2 §3 flow; HTTP
- * transport in specs/transports-v2/http.md). It answers in the version the server asked in.
+ * transport in specs/transports-v2/http.md). It answers in the version the server asked in, keeps the
+ * access credentials payments earn and sends them with the later requests they cover (§3 step 5).
  */
-import { BaseError } from '../core/Errors.ts'
+import { BaseError, Reason } from '../core/Errors.ts'
 import { HttpHeader } from '../core/HttpHeader.ts'
 import * as PaymentPayload from '../core/PaymentPayload.ts'
 import type { SchemeClient } from '../core/Scheme.ts'
 import { exactEvmClient } from '../evm/exact/client.ts'
 import { type EvmSignerSource, toEvmSigner } from '../evm/Signer.ts'
 import * as Budget from './Budget.ts'
-import { attach, decodePaymentResponse, getPaymentResult, type PaymentResult } from './PaymentResult.ts'
+import { credentialCache, type HeldCredential } from './credentials.ts'
+import { attach, type CredentialInfo, decodePaymentResponse, getPaymentResult, type PaymentResult } from './PaymentResult.ts'
 import { type Asked, discard, messageOf, readPaymentRequired, readServerError } from './readPaymentRequired.ts'
 import { select } from './select.ts'
 
@@ -26,6 +28,8 @@ export type WrapFetchConfig = {
   assets?: readonly Budget.KnownAsset[]
   /** Called once for every payment sent, with the outcome. Errors it throws are ignored. */
   onPayment?: (event: PaymentEvent) => void | Promise<void>
+  /** Keep the access credentials payments earn and send them with the requests they cover. Default true. */
+  credentials?: boolean
 }
 
 export type PaymentEvent = PaymentResult & { url: string }
@@ -54,16 +58,34 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
     throw new BaseError('wrapFetch has nothing to pay with.', { code: 'invalid_config', hint: 'Give it an `account`, or `schemes`.' })
   const budget = Budget.from(config.budget, { assets: config.assets })
   const schemes = lazySchemes(config)
+  const credentials = config.credentials === false ? undefined : credentialCache()
 
   return async (input, init) => {
     const request = new Request(input, init)
     // A stream can be read once; every other body is copied now, so it can be sent again.
     const retry = isStream(init?.body) ? undefined : request.clone()
+    const sendsOwn = carriesPayment(request) || request.headers.has(HttpHeader.paymentCredential)
+    const held = credentials && !sendsOwn ? credentials.take(request) : undefined
+    if (held) request.headers.set(HttpHeader.paymentCredential, held.token)
     const response = await fetch(request)
+    let credentialRefused: string | undefined
+    if (held && credentials) {
+      if (response.status !== 402) {
+        // A failed answer costs the credential no use at the server (it gives the use back).
+        if (response.status < 400) credentials.spent(held)
+        else credentials.giveBack(held)
+        return getPaymentResult(response) ? response : attach(response, { paid: false, credential: infoOf(held) })
+      }
+      const reason = await readServerError(response)
+      const refused = reason !== undefined && (reason === Reason.credentialInvalid || reason.startsWith('credential_'))
+      // Out of scope says nothing of the credential itself: it stays for the requests it covers.
+      if (refused && reason !== Reason.credentialScopeMismatch) credentials.drop(held)
+      else credentials.giveBack(held)
+      if (refused) credentialRefused = reason
+    }
     // A response an inner wrapFetch already handled was paid (or refused) there.
     if (response.status !== 402 || getPaymentResult(response)) return response
-    if (request.headers.has(HttpHeader.paymentSignature) || request.headers.has(HttpHeader.xPayment))
-      return attach(response, { paid: false, reason: 'payment_already_attached' })
+    if (carriesPayment(request)) return attach(response, { paid: false, reason: 'payment_already_attached' })
 
     const read = await readPaymentRequired(response)
     if (!read.ok) return attach(response, { paid: false, reason: 'invalid_payment_required', error: read.error })
@@ -97,7 +119,13 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
     discard(response)
 
     const answer = await fetch(retry)
-    const result = await outcome(answer, chosen, payload)
+    const token = answer.status < 400 ? answer.headers.get(HttpHeader.paymentCredential) : null
+    const granted = token !== null ? credentials?.keep(request.url, token) : undefined
+    const result: PaymentResult = {
+      ...(await outcome(answer, chosen, payload)),
+      ...(granted && { granted: infoOf(granted) }),
+      ...(credentialRefused && { credentialRefused }),
+    }
     attach(answer, result)
     try {
       await config.onPayment?.({ ...result, url: request.url })
@@ -163,6 +191,18 @@ function payerOf(payload: Record<string, unknown>): string | undefined {
   if (typeof authorization !== 'object' || authorization === null) return undefined
   const from = (authorization as { from?: unknown }).from
   return typeof from === 'string' ? from : undefined
+}
+
+function carriesPayment(request: Request): boolean {
+  return request.headers.has(HttpHeader.paymentSignature) || request.headers.has(HttpHeader.xPayment)
+}
+
+function infoOf(credential: HeldCredential): CredentialInfo {
+  return {
+    scope: credential.scope,
+    expiresAt: credential.expiresAt,
+    ...(credential.usesLeft !== undefined && { usesLeft: credential.usesLeft }),
+  }
 }
 
 function isStream(body: unknown): boolean {

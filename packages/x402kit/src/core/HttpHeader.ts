@@ -7,4 +7,6 @@ export const HttpHeader = {
   xPayment: 'X-PAYMENT',
   /** Version 1's settlement header. */
   xPaymentResponse: 'X-PAYMENT-RESPONSE',
+  /** An access credential (a JWT): handed out with a paid answer on a route that grants one, sent back to be served on it. */
+  paymentCredential: 'PAYMENT-CREDENTIAL',
 } as const

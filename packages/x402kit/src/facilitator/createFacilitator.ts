@@ -1,12 +1,14 @@
 /**
  * A facilitator (x402 v2 §7): routes each payment to the scheme registered for its
  * `(scheme, network)`, verifies and settles it exactly once through a settlement store, and serves
- * the HTTP API (`/verify`, `/settle`, `/supported`, `/health`) on Web `Request`/`Response`.
+ * the HTTP API (`/verify`, `/settle`, `/supported`, `/health`, and `/.well-known/jwks.json` when it issues
+ * access credentials) on Web `Request`/`Response`.
  */
 import { BaseError, Reason } from '../core/Errors.ts'
 import type { FacilitatorClient, SupportedResponse } from '../core/Facilitator.ts'
 import * as Network from '../core/Network.ts'
 import type { SchemeFacilitator } from '../core/Scheme.ts'
+import { type CredentialIssuerConfig, credentialIssuer } from './credentials.ts'
 import { createHandler } from './handler.ts'
 import type { Context } from './internal/context.ts'
 import { memoryStore, type SettlementStore } from './Store.ts'
@@ -28,6 +30,8 @@ export type FacilitatorConfig = {
   onError?: (error: unknown, context: { operation: 'verify' | 'settle' | 'http'; key?: string }) => void
   /** The clock of record timestamps, in milliseconds. */
   now?: () => number
+  /** Issue access credentials for offers that ask for them (`extra.grant`) once their payment settles. */
+  credentials?: CredentialIssuerConfig
 }
 
 export type Facilitator = FacilitatorClient & {
@@ -69,30 +73,36 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
   const onError =
     config.onError ?? ((error, where) => console.error(`[x402kit facilitator] ${where.operation} failed`, where.key ?? '', error))
 
+  const now = config.now ?? Date.now
+  const credentials = credentialIssuer(config.credentials, { now, onError: (error) => onError(error, { operation: 'settle' }) })
   const context: Context = {
     route: ({ scheme, network }) =>
       byKind.get(`${scheme} ${network}`) ?? (names.has(scheme) ? Reason.invalidNetwork : Reason.unsupportedScheme),
     store: config.store ?? memoryStore(),
-    now: config.now ?? Date.now,
+    now,
     verifyTtlMs: config.verifyTtlMs ?? defaults.verifyTtlMs,
     pendingWaitMs: config.pendingWaitMs ?? defaults.pendingWaitMs,
     inflight: new Map(),
     onError,
+    credentials,
   }
 
   const client: FacilitatorClient = {
     verify: (payment) => verify(context, payment),
     settle: (payment) => settle(context, payment),
-    supported: async () => supported(config.schemes),
+    supported: async () => supported(config.schemes, credentials.jwks !== undefined),
   }
-  return { ...client, handler: createHandler(client, { maxBodyBytes: config.maxBodyBytes ?? defaults.maxBodyBytes, onError }) }
+  return {
+    ...client,
+    handler: createHandler(client, { maxBodyBytes: config.maxBodyBytes ?? defaults.maxBodyBytes, onError, jwks: credentials.jwks }),
+  }
 }
 
 /**
  * `/supported`: every `(scheme, network)` in version 2, again in version 1 where the network has a
  * version 1 name (version 1 requests are accepted), and the signer addresses per network family.
  */
-function supported(schemes: readonly SchemeFacilitator[]): SupportedResponse {
+function supported(schemes: readonly SchemeFacilitator[], issuesCredentials: boolean): SupportedResponse {
   const kinds: SupportedResponse['kinds'] = []
   const signers: Record<string, string[]> = {}
   for (const scheme of schemes)
@@ -105,5 +115,5 @@ function supported(schemes: readonly SchemeFacilitator[]): SupportedResponse {
       const list = new Set([...(signers[family] ?? []), ...scheme.signers(network)])
       signers[family] = [...list]
     }
-  return { kinds, extensions: [], signers }
+  return { kinds, extensions: issuesCredentials ? ['credential'] : [], signers }
 }

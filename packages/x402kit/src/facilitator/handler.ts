@@ -9,6 +9,7 @@
 import type { z } from 'zod'
 import { BaseError, Reason } from '../core/Errors.ts'
 import { type FacilitatorClient, toPayment, type VerifyRequest, verifyRequest } from '../core/Facilitator.ts'
+import type { JsonWebKeySet } from '../credential/Keys.ts'
 import { failure, invalid } from './internal/context.ts'
 import { readBody } from './internal/readBody.ts'
 
@@ -47,7 +48,12 @@ type Route = Partial<Record<'GET' | 'POST', (request: Request) => Promise<Respon
 
 export function createHandler(
   client: FacilitatorClient,
-  options: { maxBodyBytes: number; onError(error: unknown, context: { operation: 'http' }): void },
+  options: {
+    maxBodyBytes: number
+    onError(error: unknown, context: { operation: 'http' }): void
+    /** The credential issuer's public keys, served at `/.well-known/jwks.json`. */
+    jwks?: (() => Promise<JsonWebKeySet>) | undefined
+  },
 ): (request: Request) => Promise<Response> {
   const routes = new Map<string, Route>([
     [
@@ -79,6 +85,15 @@ export function createHandler(
     ['/supported', { GET: async () => json(await client.supported()) }],
     ['/health', { GET: async () => json({ status: 'ok' }) }],
   ])
+  const { jwks } = options
+  // Short-lived in caches: after a rotation, servers fetching on an unknown key id must see the new key soon.
+  if (jwks)
+    routes.set('/.well-known/jwks.json', {
+      GET: async () =>
+        new Response(JSON.stringify(await jwks()), {
+          headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=60' },
+        }),
+    })
 
   return async function handler(request) {
     try {

@@ -1,4 +1,5 @@
 export { createFacilitator, type Facilitator, type FacilitatorConfig } from './createFacilitator.ts'
+export type { CredentialIssuerConfig, IssuedCredential } from './credentials.ts'
 export { FacilitatorUnavailableError, type HttpFacilitatorOptions, httpFacilitator } from './http.ts'
 export {
   memoryStore,

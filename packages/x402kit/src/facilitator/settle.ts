@@ -9,7 +9,7 @@
  *   instance is settling is watched for a while, then answered `settlement_pending`.
  */
 import { Reason } from '../core/Errors.ts'
-import type { Payment, SettleResponse } from '../core/Facilitator.ts'
+import type { Payment, SettleResponse, VerifyResponse } from '../core/Facilitator.ts'
 import type { SchemeFacilitator } from '../core/Scheme.ts'
 import { alreadyUsed, type Context, failure, newRecord, sameOffer } from './internal/context.ts'
 import type { SettlementPatch, SettlementRecord } from './Store.ts'
@@ -18,6 +18,8 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
   const { network } = payment.requirements
   const scheme = context.route(payment.requirements)
   if (typeof scheme === 'string') return failure(scheme, network, `No scheme "${payment.requirements.scheme}" on ${network}.`)
+  const grantRefusal = context.credentials.refusal(payment.requirements)
+  if (grantRefusal) return failure(Reason.invalidPaymentRequirements, network, grantRefusal)
 
   let key: string | undefined
   try {
@@ -33,7 +35,7 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
   if (running)
     return sameOffer(running.requirements, payment.requirements)
       ? running.result
-      : failure(alreadyUsed.reason, network, alreadyUsed.message)
+      : failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
   const result = settleOnce(context, scheme, key, payment).finally(() => context.inflight.delete(key))
   context.inflight.set(key, { requirements: payment.requirements, result })
   return result
@@ -41,12 +43,19 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
 
 async function settleOnce(context: Context, scheme: SchemeFacilitator, key: string, payment: Payment): Promise<SettleResponse> {
   const { network } = payment.requirements
+  // As in verify, only a payment the scheme finds valid may claim a key: a forged payment over a key
+  // anyone can read (a txproof transaction hash is public) would otherwise spend it for the real payer.
+  if (!(await context.store.get(key))) {
+    const refusal = await refuseInvalid(context, scheme, key, payment)
+    if (refusal) return refusal
+  }
   // Two rounds suffice: a lost race for `verified → settling` leaves the record `settling` or later.
   for (let round = 0; round < 3; round++) {
     const now = context.now()
     const existing = await context.store.reserve(key, newRecord(key, payment, 'settling', undefined, now))
     if (!existing) return send(context, scheme, payment, key)
-    if (!sameOffer(existing, payment.requirements)) return failure(alreadyUsed.reason, network, alreadyUsed.message)
+    if (!sameOffer(existing, payment.requirements))
+      return failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
     switch (existing.status) {
       case 'verified': {
         // Compare-and-set: of all instances that saw `verified`, exactly one moves it on and sends.
@@ -63,6 +72,30 @@ async function settleOnce(context: Context, scheme: SchemeFacilitator, key: stri
   return failure(Reason.settlementPending, network)
 }
 
+/** The answer to a payment the scheme finds invalid, with nothing recorded; `undefined` when it is valid. */
+async function refuseInvalid(
+  context: Context,
+  scheme: SchemeFacilitator,
+  key: string,
+  payment: Payment,
+): Promise<SettleResponse | undefined> {
+  const { network } = payment.requirements
+  let verdict: VerifyResponse
+  try {
+    verdict = await scheme.verify(payment)
+  } catch (error) {
+    context.onError(error, { operation: 'settle', key })
+    return failure(Reason.unexpectedSettleError, network, 'The settlement failed unexpectedly.')
+  }
+  if (verdict.isValid) return undefined
+  return failure(
+    verdict.invalidReason ?? Reason.unexpectedSettleError,
+    network,
+    verdict.invalidMessage ?? undefined,
+    verdict.payer ?? undefined,
+  )
+}
+
 /** Runs the scheme's settlement and records its outcome before anyone is answered. */
 async function send(context: Context, scheme: SchemeFacilitator, payment: Payment, key?: string): Promise<SettleResponse> {
   const { network } = payment.requirements
@@ -74,6 +107,8 @@ async function send(context: Context, scheme: SchemeFacilitator, payment: Paymen
     // The cause stays in the log: scheme errors can carry RPC URLs with API keys.
     result = failure(Reason.unexpectedSettleError, network, 'The settlement failed unexpectedly.')
   }
+  // Issued before the outcome is recorded: a repeated settle answers this credential, never a new one.
+  if (result.success) result = await context.credentials.issue(payment, result)
   if (key === undefined) return result
   if (!result.success && result.errorReason === Reason.settlementPending) {
     // Sent but not yet confirmed: the record stays `settling`, now with its transaction, so no one sends again.

@@ -12,6 +12,8 @@ import type { SettlementRecord } from './Store.ts'
 export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
   const scheme = context.route(payment.requirements)
   if (typeof scheme === 'string') return invalid(scheme, `No scheme "${payment.requirements.scheme}" on ${payment.requirements.network}.`)
+  const grantRefusal = context.credentials.refusal(payment.requirements)
+  if (grantRefusal) return invalid(Reason.invalidPaymentRequirements, grantRefusal)
 
   let key: string | undefined
   try {
@@ -24,7 +26,8 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
   // A taken key is refused before any chain work; the reservation below is what decides a race.
   if (key !== undefined) {
     const existing = await context.store.get(key)
-    if (existing && !expired(context, existing)) return invalid(alreadyUsed.reason, alreadyUsed.message, existing.payer)
+    if (existing && !expired(context, existing))
+      return invalid(scheme.alreadyUsedReason ?? alreadyUsed.reason, alreadyUsed.message, existing.payer)
   }
 
   let result: VerifyResponse
@@ -48,7 +51,7 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
     const taken = await context.store.update(key, fresh, { status: 'verified', updatedBefore: now - context.verifyTtlMs })
     if (taken) return result
   }
-  return invalid(alreadyUsed.reason, alreadyUsed.message, existing.payer)
+  return invalid(scheme.alreadyUsedReason ?? alreadyUsed.reason, alreadyUsed.message, existing.payer)
 }
 
 function expired(context: Context, record: SettlementRecord): boolean {

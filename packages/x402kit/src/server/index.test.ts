@@ -5,6 +5,7 @@ it('exports createPaywall from x402kit/server', async () => {
     [
       "createPaywall",
       "PaywallConfigError",
+      "memoryUseStore",
     ]
   `)
 })

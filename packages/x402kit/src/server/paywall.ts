@@ -4,7 +4,9 @@
  *
  * Per request: match the route on the normalised path, answer 402 with the offers, check the payment
  * header (size, then decoding, then against the offers), have the facilitator verify it, run the
- * handler, and settle before any of the handler's answer is released.
+ * handler, and settle before any of the handler's answer is released. A route that grants access
+ * (`grants`) also takes the access credential a payment earned (`PAYMENT-CREDENTIAL`, checked offline
+ * in `credentials.ts`), and hands on the one each payment earns.
  */
 import * as Base64Json from '../core/Base64Json.ts'
 import { BaseError, Reason } from '../core/Errors.ts'
@@ -14,6 +16,7 @@ import * as PaymentPayload from '../core/PaymentPayload.ts'
 import * as PaymentRequirements from '../core/PaymentRequirements.ts'
 import type { SchemeServer } from '../core/Scheme.ts'
 import { exactEvmServer } from '../evm/exact/server.ts'
+import { type CredentialGate, type CredentialRequest, type CredentialsConfig, credentialGate } from './credentials.ts'
 import { offersFor, paymentRequired, problem } from './requirements.ts'
 import { compileRoutes, coversPath, findRoute, PaywallConfigError, type Route, type RoutesConfig, readTarget } from './routes.ts'
 
@@ -34,7 +37,12 @@ export type PaywallConfig = {
   /** Called after each settlement, before the paid answer is released. Errors it throws go to `onError`. */
   onSettled?: (info: SettledInfo) => void | Promise<void>
   /** Faults that do not reach the payer as such: a facilitator that fails, an `onSettled` that throws. Default: `console.error`. */
-  onError?: (error: unknown, context: { operation: 'verify' | 'settle' | 'onSettled'; route: string }) => void
+  onError?: (error: unknown, context: { operation: 'verify' | 'settle' | 'onSettled' | 'credential'; route: string }) => void
+  /**
+   * Take access credentials on routes that grant them (`grants`): this server's identity (`audience`)
+   * and the issuers it trusts. Without it, no route may grant.
+   */
+  credentials?: CredentialsConfig
 }
 
 export type SettledInfo = {
@@ -86,7 +94,9 @@ export function createPaywall(config: PaywallConfig): Paywall {
     payTo: config.payTo,
     network: config.network,
     schemes: config.schemes ?? [exactEvmServer()],
+    audience: config.credentials?.audience,
   })
+  const gate = config.credentials && credentialGate(config.credentials)
   const facilitator = resolveFacilitator(config.facilitator)
   const maxHeaderBytes = config.maxPaymentHeaderBytes ?? defaults.maxPaymentHeaderBytes
   if (!Number.isInteger(maxHeaderBytes) || maxHeaderBytes <= 0)
@@ -95,7 +105,10 @@ export function createPaywall(config: PaywallConfig): Paywall {
   const onError =
     config.onError ?? ((error, where) => console.error(`[x402kit paywall] ${where.operation} failed on ${where.route}`, error))
 
-  function classify(request: Request, options: HandleOptions = {}): { route: Route } | { refusal: Response } | undefined {
+  function classify(
+    request: Request,
+    options: HandleOptions = {},
+  ): { route: Route; readings: string[] } | { refusal: Response } | undefined {
     const url = new URL(request.url)
     const readings = readTarget(url, options.path)
     if (!readings) return { refusal: problem(400, Reason.invalidPath, 'The path is percent-encoded more than three times over.') }
@@ -106,7 +119,7 @@ export function createPaywall(config: PaywallConfig): Paywall {
       return {
         refusal: problem(400, Reason.methodOverrideRefused, 'This path is paid; send the method itself, without a method override.'),
       }
-    return route && { route }
+    return route && { route, readings }
   }
 
   async function call<result>(operation: 'verify' | 'settle', route: Route, run: () => Promise<result>): Promise<result | undefined> {
@@ -133,7 +146,7 @@ export function createPaywall(config: PaywallConfig): Paywall {
     const found = classify(request, options)
     if (!found) return next(request)
     if ('refusal' in found) return found.refusal
-    const { route } = found
+    const { route, readings } = found
     const offers = await offersFor(route, request)
     const resource = { url: request.url, description: route.description, mimeType: route.mimeType }
     const ask = (error: string, message?: string | null, headers?: Record<string, string>) =>
@@ -142,6 +155,10 @@ export function createPaywall(config: PaywallConfig): Paywall {
     // PAYMENT-SIGNATURE is version 2's; X-PAYMENT is version 1's, though version 2 payloads arrive in it too.
     const name = request.headers.has(HttpHeader.paymentSignature) ? HttpHeader.paymentSignature : HttpHeader.xPayment
     const header = request.headers.get(name)
+    const credentialRequest: CredentialRequest = { method: request.method, readings, grant: route.grant, offers }
+    // A request that pays is paid: a credential is looked at only when no payment comes with it.
+    const credential = gate && header === null ? request.headers.get(HttpHeader.paymentCredential) : null
+    if (gate && credential !== null) return serveOnCredential(gate, credential, credentialRequest, request, next, ask)
     if (header === null) return ask(Reason.paymentRequired)
     if (header.length > maxHeaderBytes)
       return ask(Reason.paymentHeaderTooLarge, `The ${name} header is ${header.length} bytes; the limit is ${maxHeaderBytes}.`)
@@ -155,8 +172,9 @@ export function createPaywall(config: PaywallConfig): Paywall {
     const offer = payload && offers.find((candidate) => PaymentRequirements.matches(candidate, payload.accepted))
     if (!payload || !offer)
       return ask(Reason.offerMismatch, 'The payment is for an offer this route does not make; pay one of the offers in accepts.')
-    // The server's own offer is what the facilitator checks the payment against, never the payer's copy.
-    const payment: Payment = { payload, requirements: offer }
+    // The server's own offer and resource are what the facilitator checks the payment against, never the
+    // payer's copies: a proof signed for one resource (txproof) must not buy another.
+    const payment: Payment = { payload: { ...payload, resource }, requirements: offer }
 
     const verdict = await call('verify', route, () => facilitator.verify(payment))
     if (!verdict) return unavailable('verify')
@@ -181,10 +199,55 @@ export function createPaywall(config: PaywallConfig): Paywall {
     }
     const headers = new Headers(response.headers)
     headers.set(receiptName, receipt)
-    headers.set('access-control-expose-headers', [headers.get('access-control-expose-headers'), receiptName].filter(Boolean).join(', '))
+    const earned = gate && (await earnedCredential(gate, settlement, credentialRequest, route))
+    if (earned) headers.set(HttpHeader.paymentCredential, earned)
+    const exposed = [headers.get('access-control-expose-headers'), receiptName, earned && HttpHeader.paymentCredential]
+    headers.set('access-control-expose-headers', exposed.filter(Boolean).join(', '))
     // A paid answer must not be served from a shared cache to the next, unpaying, client.
     headers.set('cache-control', privateCacheControl(headers.get('cache-control')))
     return new Response(body.byteLength > 0 ? body : null, { status: response.status, statusText: response.statusText, headers })
+  }
+
+  /** The credential path: no facilitator, no chain; a use counted is given back when the handler fails. */
+  async function serveOnCredential(
+    gate: CredentialGate,
+    token: string,
+    context: CredentialRequest,
+    request: Request,
+    next: (request: Request) => Promise<Response>,
+    ask: (error: string, message?: string | null) => Response,
+  ): Promise<Response> {
+    const admission = await gate.admit(token, context)
+    if (!admission.ok) return ask(admission.reason, admission.message)
+    let response: Response
+    try {
+      response = await next(request)
+    } catch (error) {
+      await admission.release()
+      throw error
+    }
+    if (response.status >= 400) {
+      await admission.release()
+      return response
+    }
+    const headers = new Headers(response.headers)
+    headers.set('cache-control', privateCacheControl(headers.get('cache-control')))
+    return new Response(response.body, { status: response.status, statusText: response.statusText, headers })
+  }
+
+  /** The credential a settlement earned, when this paywall would take it on this route; a faulty one is reported, not handed on. */
+  async function earnedCredential(gate: CredentialGate, settlement: SettleResponse, context: CredentialRequest, route: Route) {
+    const token = (settlement.extensions?.credential as { token?: unknown } | undefined)?.token
+    if (!route.grant || typeof token !== 'string') return undefined
+    const admission = await gate.admit(token, context, { consume: false })
+    if (admission.ok) return token
+    const error = new BaseError(`The facilitator issued a credential this paywall refuses: ${admission.reason}.`, {
+      code: admission.reason,
+      details: admission.message,
+      hint: 'Check that the paywall trusts the facilitator as an issuer (credentials.trust) and that its audience matches.',
+    })
+    onError(error, { operation: 'credential', route: route.key })
+    return undefined
   }
 
   return { handle, covers: (request, options) => classify(request, options) !== undefined }

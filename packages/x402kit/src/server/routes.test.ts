@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest'
+import { any, matchSegments, one, type Segment } from '../core/RoutePattern.ts'
 import { exactEvmServer } from '../evm/exact/server.ts'
 import { network, payTo } from './internal/fakeFacilitator.ts'
-import {
-  any,
-  compileRoutes,
-  findRoute,
-  matchSegments,
-  normalizePath,
-  one,
-  type RoutesConfig,
-  readPath,
-  readTarget,
-  type Segment,
-} from './routes.ts'
+import { compileRoutes, findRoute, normalizePath, type RoutesConfig, readPath, readTarget } from './routes.ts'
 
 const routes = compileRoutes(
   {

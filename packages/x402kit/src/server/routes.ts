@@ -12,7 +12,11 @@ import { BaseError } from '../core/Errors.ts'
 import type { Price } from '../core/Money.ts'
 import type { Asset, Network } from '../core/Network.ts'
 import * as PaymentRequirements from '../core/PaymentRequirements.ts'
+import * as RoutePattern from '../core/RoutePattern.ts'
+import { canonical, coversMethod, matchSegments, type Segment, segmentsOf } from '../core/RoutePattern.ts'
 import type { SchemeServer } from '../core/Scheme.ts'
+import type { GrantConfig } from '../credential/Grant.ts'
+import * as Grant from '../credential/Grant.ts'
 
 /** A price, or a function of the request that gives one (a dynamic price). */
 export type DynamicPrice = Price | ((request: Request) => Price | Promise<Price>)
@@ -36,6 +40,8 @@ export type RouteConfig = Partial<OfferConfig> & {
   description?: string
   mimeType?: string
   accepts?: readonly OfferConfig[]
+  /** What one payment buys: `{ uses: 3 }` calls, a `{ window: '1h' }` of calls, or both, served on the access credential it earns. */
+  grants?: GrantConfig
 }
 
 /** Keys are `'METHOD /path'` or `'/path'` (every method); `*` is one or more segments, a final `/*` any tail. */
@@ -58,6 +64,8 @@ export type Route = {
   description: string | undefined
   mimeType: string | undefined
   offers: Offer[]
+  /** The access credential a payment earns, as its offers' `extra.grant` ask for it. */
+  grant: Grant.Grant | undefined
 }
 
 export class PaywallConfigError extends BaseError {
@@ -67,35 +75,36 @@ export class PaywallConfigError extends BaseError {
   }
 }
 
-const methods = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
-const keyPattern = /^(?:([A-Za-z]+)\s+)?(\S+)$/
-const segmentPattern = /^[\p{L}\p{N}\-._~!$&'()+,=@]+$/u
-
 /** Compiles and checks every route; throws a `PaywallConfigError` naming the route at fault. */
 export function compileRoutes(
   routes: RoutesConfig,
-  defaults: { payTo?: string; network?: string; schemes: readonly SchemeServer[] },
+  defaults: { payTo?: string; network?: string; schemes: readonly SchemeServer[]; audience?: string },
 ): Route[] {
   if (typeof routes !== 'object' || routes === null || Object.keys(routes).length === 0)
     throw new PaywallConfigError('The paywall has no routes.', { hint: "Give routes such as { 'GET /weather': { price: '$0.001' } }." })
   const compiled: Route[] = []
   for (const [key, route] of Object.entries(routes)) {
     const { method, pattern } = parseKey(key)
-    const twin = compiled.find((other) => other.method === method && patternKey(other.pattern) === patternKey(pattern))
+    const twin = compiled.find((other) => other.method === method && canonical(other.pattern) === canonical(pattern))
     if (twin) throw new PaywallConfigError(`Routes "${twin.key}" and "${key}" are the same route once normalised.`)
-    const { price, accepts = [], description, mimeType, ...shared } = route ?? {}
+    const { price, accepts = [], description, mimeType, grants, ...shared } = route ?? {}
     const offers = [...(price === undefined ? [] : [{ ...shared, price }]), ...accepts]
     if (offers.length === 0)
       throw new PaywallConfigError(`Route "${key}" has no price.`, {
         hint: "Give it a price such as '$0.001', or accepts: [{ price, network }].",
       })
+    const grant = grants === undefined ? undefined : compileGrant(key, grants, defaults.audience)
     compiled.push({
       key,
       method,
       pattern,
       description,
       mimeType,
-      offers: offers.map((offer) => compileOffer(key, { ...shared, ...offer }, defaults)),
+      offers: offers.map((offer) => {
+        const merged = { ...shared, ...offer }
+        return compileOffer(key, grant ? { ...merged, extra: { ...merged.extra, grant } } : merged, defaults)
+      }),
+      grant,
     })
   }
   return compiled
@@ -137,62 +146,26 @@ function compileOffer(
   }
 }
 
-function parseKey(key: string): { method: string | undefined; pattern: Segment[] } {
-  const match = keyPattern.exec(key.trim())
-  const method = match?.[1]?.toUpperCase()
-  const path = match?.[2] ?? ''
-  if (!match || !path.startsWith('/'))
-    throw new PaywallConfigError(`Route "${key}" is not "METHOD /path" or "/path".`, { hint: "Write e.g. 'GET /weather' or '/feed/*'." })
-  if (method !== undefined && !methods.has(method))
-    throw new PaywallConfigError(`Route "${key}" has the unknown method "${method}".`, {
-      hint: `Use one of ${[...methods].join(', ')}, or no method for all.`,
+function compileGrant(key: string, grants: GrantConfig, audience: string | undefined): Grant.Grant {
+  if (audience === undefined)
+    throw new PaywallConfigError(`Route "${key}" grants access, but the paywall takes no credentials.`, {
+      hint: "Give the paywall credentials: { audience: 'https://api.example.com', trust: [{ issuer: facilitatorUrl }] }.",
     })
-  const segments = path.toLowerCase().split('/').filter(Boolean)
-  for (const segment of segments) {
-    if (segment === '*') continue
-    if (segment.startsWith(':') || segment.includes('*'))
-      throw new PaywallConfigError(`Route "${key}" has the segment "${segment}".`, {
-        hint: 'A variable part is a whole segment written "*".',
-      })
-    if (segment === '.' || segment === '..' || !segmentPattern.test(segment))
-      throw new PaywallConfigError(`Route "${key}" has the segment "${segment}", which a request path never has once normalised.`, {
-        hint: 'Write the path as clients see it decoded, without ".", "..", "%", "?", "#", ";" or "\\".',
-      })
+  try {
+    return Grant.fromConfig(grants, { audience, scope: key })
+  } catch (cause) {
+    if (!(cause instanceof BaseError)) throw cause
+    throw new PaywallConfigError(`Route "${key}": ${cause.shortMessage}`, { hint: cause.hint })
   }
-  const tail = segments.at(-1) === '*'
-  // A middle `*` is one segment and then any more, so it also covers a segment holding an encoded `/`.
-  const pattern = (tail ? segments.slice(0, -1) : segments).flatMap((segment): Segment[] => (segment === '*' ? [one, any] : [segment]))
-  return { method, pattern: tail ? [...pattern, any] : pattern }
 }
 
-export const one = Symbol('one segment')
-export const any = Symbol('any segments')
-export type Segment = string | typeof one | typeof any
-
-/**
- * Whether a path's segments match a pattern: the classic wildcard walk, which retries only from
- * the last `any`, so its cost stays proportional to pattern × path length whatever the path.
- */
-export function matchSegments(pattern: readonly Segment[], segments: readonly string[]): boolean {
-  let p = 0
-  let s = 0
-  let retryP = -1
-  let retryS = 0
-  while (s < segments.length) {
-    const wanted = pattern[p]
-    if (wanted === any) {
-      retryP = p++
-      retryS = s
-    } else if (wanted !== undefined && (wanted === one || wanted === segments[s])) {
-      p++
-      s++
-    } else if (retryP !== -1) {
-      p = retryP + 1
-      s = ++retryS
-    } else return false
+function parseKey(key: string): RoutePattern.RoutePattern {
+  try {
+    return RoutePattern.parse(key)
+  } catch (cause) {
+    if (!(cause instanceof BaseError)) throw cause
+    throw new PaywallConfigError(cause.shortMessage, { hint: cause.hint })
   }
-  while (pattern[p] === any) p++
-  return p === pattern.length
 }
 
 /** The route that applies to a request, if any: the first declared whose method and any path reading match. */
@@ -206,19 +179,6 @@ export function findRoute(routes: readonly Route[], method: string, readings: re
 export function coversPath(routes: readonly Route[], readings: readonly string[]): boolean {
   const paths = readings.map(segmentsOf)
   return routes.some((route) => paths.some((path) => matchSegments(route.pattern, path)))
-}
-
-function patternKey(pattern: readonly Segment[]): string {
-  return pattern.map((segment) => (segment === one ? '/?' : segment === any ? '/**' : `/${segment}`)).join('')
-}
-
-function segmentsOf(path: string): string[] {
-  return path.split('/').filter(Boolean)
-}
-
-function coversMethod(declared: string | undefined, method: string): boolean {
-  // Servers answer HEAD with the GET handler, so a GET price covers HEAD.
-  return declared === undefined || declared === method || (declared === 'GET' && method === 'HEAD')
 }
 
 /** How many times a path is percent-decoded; a path still encoded after that is refused. */

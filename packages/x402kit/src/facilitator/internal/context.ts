@@ -2,6 +2,7 @@ import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse, VerifyResponse } from '../../core/Facilitator.ts'
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
 import type { SchemeFacilitator } from '../../core/Scheme.ts'
+import type { CredentialIssuer } from '../credentials.ts'
 import type { SettlementRecord, SettlementStatus, SettlementStore } from '../Store.ts'
 
 /** What the verify and settle steps share within one facilitator. */
@@ -14,6 +15,8 @@ export type Context = {
   /** Settlements running in this process, by settlement key. */
   inflight: Map<string, { requirements: PaymentRequirements; result: Promise<SettleResponse> }>
   onError(error: unknown, context: { operation: 'verify' | 'settle'; key?: string }): void
+  /** Checks and honours `extra.grant`: access credentials issued once a payment settles. */
+  credentials: CredentialIssuer
 }
 
 export function newRecord(
