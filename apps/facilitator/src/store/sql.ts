@@ -36,6 +36,8 @@ export const migrations = [
       CREATE INDEX payments_status ON payments (status);`,
   },
   { version: 2, sql: credentialKeysMigration },
+  // The payload that claimed a key: stored results are answered to that payload only.
+  { version: 3, sql: 'ALTER TABLE payments ADD COLUMN payload_hash text;' },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.
@@ -65,7 +67,7 @@ export async function migrate(db: Queryable): Promise<void> {
     })
 }
 
-const columns = `key, network, scheme, payer, amount::text AS amount, asset, pay_to, status, "transaction", error_reason, result, created_at, updated_at`
+const columns = `key, network, scheme, payer, amount::text AS amount, asset, pay_to, payload_hash, status, "transaction", error_reason, result, created_at, updated_at`
 
 const fields = {
   network: 'network',
@@ -74,6 +76,7 @@ const fields = {
   amount: 'amount',
   asset: 'asset',
   payTo: 'pay_to',
+  payloadHash: 'payload_hash',
   status: 'status',
   transaction: '"transaction"',
   errorReason: 'error_reason',
@@ -104,8 +107,8 @@ export function sqlStore(db: Queryable): SettlementStore {
 
     async reserve(key, record) {
       const inserted = await db.query(
-        `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, status, "transaction", error_reason, result, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13)
+        `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, "transaction", error_reason, result, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14)
          ON CONFLICT (key) DO NOTHING RETURNING key`,
         [
           key,
@@ -115,6 +118,7 @@ export function sqlStore(db: Queryable): SettlementStore {
           record.amount,
           record.asset,
           record.payTo,
+          record.payloadHash ?? null,
           record.status,
           record.transaction ?? null,
           record.errorReason ?? null,
@@ -175,6 +179,7 @@ function toRecord(row: Record<string, unknown>): SettlementRecord {
     amount: row.amount as string,
     asset: row.asset as string,
     payTo: row.pay_to as string,
+    payloadHash: optional(row.payload_hash),
     status: row.status as SettlementRecord['status'],
     transaction: optional(row.transaction),
     errorReason: optional(row.error_reason),

@@ -16,6 +16,12 @@ export type SettlementRecord = {
   amount: string
   asset: string
   payTo: string
+  /**
+   * A digest of the scheme payload that claimed the key. A stored or running settlement is only ever
+   * answered to the same payload: the key (say, a public transaction hash, or an authorization's
+   * nonce once it is on chain) is no secret, and must not buy the payer's result for someone else.
+   */
+  payloadHash?: string | undefined
   status: SettlementStatus
   transaction?: string | undefined
   errorReason?: string | undefined

@@ -215,12 +215,26 @@ describe('settle', () => {
     expect(scheme.calls.settle).toBe(1)
   })
 
-  it('answers unexpected_settle_error when the scheme throws, and records the failure', async () => {
+  it('answers a stored or running settlement only to the payload that claimed it', async () => {
+    const scheme = fakeScheme({ settleMs: 50 })
+    const facilitator = createFacilitator({ schemes: [scheme] })
+    // The key (here the nonce) can be public; a different payload over it is someone else.
+    const [first, racing] = await Promise.all([facilitator.settle(payment('0x17')), facilitator.settle(forged('0x17'))])
+    expect(first).toMatchObject({ success: true })
+    expect(racing).toMatchObject({ success: false, errorReason: 'invalid_exact_evm_nonce_already_used', transaction: '' })
+    expect(await facilitator.settle(forged('0x17'))).toMatchObject({ success: false, errorReason: 'invalid_exact_evm_nonce_already_used' })
+    expect(await facilitator.settle(payment('0x17'))).toEqual(first)
+    expect(scheme.calls.settle).toBe(1)
+  })
+
+  it('answers unexpected_settle_error when the scheme throws, and puts the payment back to be settled again', async () => {
     const store = memoryStore()
     const onError = vi.fn()
+    let fail = true
     const scheme = fakeScheme({
       settle: async () => {
-        throw new Error('nonce too low')
+        if (fail) throw new Error('connection reset')
+        return { success: true, transaction: '0xfeed', network }
       },
     })
     const facilitator = createFacilitator({ schemes: [scheme], store, onError })
@@ -233,14 +247,14 @@ describe('settle', () => {
       transaction: '',
       network,
     })
-    expect(await store.get(scheme.settlementKey(payment('0x16'))!)).toMatchObject({
-      status: 'failed',
-      errorReason: 'unexpected_settle_error',
-    })
+    // Nothing was sent, so a passing fault does not spend the payment: it is `verified` again.
+    expect(await store.get(scheme.settlementKey(payment('0x16'))!)).toMatchObject({ status: 'verified' })
     expect(onError).toHaveBeenCalledWith(expect.any(Error), { operation: 'settle', key: scheme.settlementKey(payment('0x16')) })
-    // A failure is final: the same payment gets the stored failure, and the chain is not asked again.
-    expect(await facilitator.settle(payment('0x16'))).toEqual(result)
-    expect(scheme.calls.settle).toBe(1)
+    // Another payload for the same key still gets nothing.
+    expect(await facilitator.settle(forged('0x16'))).toMatchObject({ success: false, errorReason: 'invalid_exact_evm_nonce_already_used' })
+    fail = false
+    expect(await facilitator.settle(payment('0x16'))).toMatchObject({ success: true, transaction: '0xfeed' })
+    expect(scheme.calls.settle).toBe(2)
   })
 
   it('records a failure the scheme reports', async () => {
@@ -365,3 +379,9 @@ describe('settle', () => {
 })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** The same settlement key as `payment(nonce)`, with another payload (as an attacker would send). */
+function forged(nonce: string) {
+  const original = payment(nonce)
+  return { ...original, payload: { ...original.payload, payload: { ...original.payload.payload, signature: '0xbeef' } } }
+}

@@ -11,7 +11,7 @@
 import { Reason } from '../core/Errors.ts'
 import type { Payment, SettleResponse, VerifyResponse } from '../core/Facilitator.ts'
 import type { SchemeFacilitator } from '../core/Scheme.ts'
-import { alreadyUsed, type Context, failure, newRecord, sameOffer } from './internal/context.ts'
+import { alreadyUsed, type Context, failure, newRecord, payloadHash, samePayment } from './internal/context.ts'
 import type { SettlementPatch, SettlementRecord } from './Store.ts'
 
 export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
@@ -33,11 +33,11 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
 
   const running = context.inflight.get(key)
   if (running)
-    return sameOffer(running.requirements, payment.requirements)
+    return samePayment({ ...running.requirements, payloadHash: running.payloadHash }, payment)
       ? running.result
       : failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
   const result = settleOnce(context, scheme, key, payment).finally(() => context.inflight.delete(key))
-  context.inflight.set(key, { requirements: payment.requirements, result })
+  context.inflight.set(key, { requirements: payment.requirements, payloadHash: payloadHash(payment), result })
   return result
 }
 
@@ -54,8 +54,7 @@ async function settleOnce(context: Context, scheme: SchemeFacilitator, key: stri
     const now = context.now()
     const existing = await context.store.reserve(key, newRecord(key, payment, 'settling', undefined, now))
     if (!existing) return send(context, scheme, payment, key)
-    if (!sameOffer(existing, payment.requirements))
-      return failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
+    if (!samePayment(existing, payment)) return failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
     switch (existing.status) {
       case 'verified': {
         // Compare-and-set: of all instances that saw `verified`, exactly one moves it on and sends.
@@ -110,6 +109,13 @@ async function send(context: Context, scheme: SchemeFacilitator, payment: Paymen
   // Issued before the outcome is recorded: a repeated settle answers this credential, never a new one.
   if (result.success) result = await context.credentials.issue(payment, result)
   if (key === undefined) return result
+  if (!result.success && result.errorReason === Reason.unexpectedSettleError && !result.transaction) {
+    // Nothing was sent (or the chain refuses a second use anyway: EIP-3009 and permit nonces), so the
+    // payment goes back to `verified`: a passing fault must not spend a payer's authorization or
+    // their already-mined transfer (pay-by-transaction).
+    await record(context, key, { status: 'verified', updatedAt: context.now() })
+    return result
+  }
   if (!result.success && result.errorReason === Reason.settlementPending) {
     // Sent but not yet confirmed: the record stays `settling`, now with its transaction, so no one sends again.
     await record(context, key, { updatedAt: context.now(), ...(result.transaction && { transaction: result.transaction }) })

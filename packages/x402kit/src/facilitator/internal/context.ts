@@ -1,3 +1,4 @@
+import { keccak256, stringToBytes } from 'viem'
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse, VerifyResponse } from '../../core/Facilitator.ts'
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
@@ -13,7 +14,7 @@ export type Context = {
   verifyTtlMs: number
   pendingWaitMs: number
   /** Settlements running in this process, by settlement key. */
-  inflight: Map<string, { requirements: PaymentRequirements; result: Promise<SettleResponse> }>
+  inflight: Map<string, { requirements: PaymentRequirements; payloadHash: string; result: Promise<SettleResponse> }>
   onError(error: unknown, context: { operation: 'verify' | 'settle'; key?: string }): void
   /** Checks and honours `extra.grant`: access credentials issued once a payment settles. */
   credentials: CredentialIssuer
@@ -21,11 +22,12 @@ export type Context = {
 
 export function newRecord(
   key: string,
-  { requirements }: Payment,
+  payment: Payment,
   status: SettlementStatus,
   payer: string | null | undefined,
   now: number,
 ): SettlementRecord {
+  const { requirements } = payment
   return {
     key,
     network: requirements.network,
@@ -34,6 +36,7 @@ export function newRecord(
     amount: requirements.amount,
     asset: requirements.asset,
     payTo: requirements.payTo,
+    payloadHash: payloadHash(payment),
     status,
     createdAt: now,
     updatedAt: now,
@@ -57,6 +60,29 @@ export function sameOffer(record: Pick<SettlementRecord, 'scheme' | 'network' | 
     same(record.asset, offer.asset) &&
     same(record.payTo, offer.payTo)
   )
+}
+
+/** A digest of the scheme payload, over its JSON with keys in a fixed order. */
+export function payloadHash(payment: Payment): string {
+  return keccak256(stringToBytes(canonical(payment.payload.payload)))
+}
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`
+  if (value !== null && typeof value === 'object')
+    return `{${Object.keys(value)
+      .sort()
+      .map((key) => `${JSON.stringify(key)}:${canonical((value as Record<string, unknown>)[key])}`)
+      .join(',')}}`
+  return JSON.stringify(value) ?? 'null'
+}
+
+/** Whether a payment is the one a record (or a running settlement) holds: the same offer and the same payload. */
+export function samePayment(
+  held: Pick<SettlementRecord, 'scheme' | 'network' | 'amount' | 'asset' | 'payTo' | 'payloadHash'>,
+  payment: Payment,
+) {
+  return held.payloadHash !== undefined && held.payloadHash === payloadHash(payment) && sameOffer(held, payment.requirements)
 }
 
 export function invalid(invalidReason: string, invalidMessage?: string, payer?: string): VerifyResponse {
