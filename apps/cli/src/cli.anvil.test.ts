@@ -33,12 +33,16 @@ type Stack = {
 }
 
 describe('x402 dev --once', () => {
-  it('pays every demo call on chain, prints the stack as JSON and exits 0', async () => {
+  it('pays every way the demo offers, prints the stack as JSON and exits 0', async () => {
     const { code, stdout, stderr } = await run(['dev', '--once'])
     expect(stderr).toBe('')
     expect(code).toBe(0)
-    expect(stdout).toMatch(/All 4 calls paid and settled on chain\./)
-    expect(stdout.match(/transaction {2}0x[0-9a-f]{64}/g)).toHaveLength(4)
+    expect(stdout).toMatch(/All 9 calls served and every payment settled on chain\./)
+    // EIP-3009 three times, a permit, a transaction of the agent's own, and the payment that bought a credential.
+    expect(stdout.match(/transaction {2}0x[0-9a-f]{64}/g)).toHaveLength(6)
+    expect(stdout.match(/^paid +GET \/report/m)).not.toBeNull()
+    expect(stdout.match(/^paid +GET \/archive/m)).not.toBeNull()
+    expect(stdout.match(/^credential GET \/feed/gm)).toHaveLength(3)
     const last = stdout.trim().split('\n').at(-1)!
     const stack = JSON.parse(last) as Stack
     expect(Object.keys(stack)).toEqual(['rpcUrl', 'chainId', 'usdc', 'facilitatorUrl', 'apiUrl', 'payerPrivateKey', 'payTo'])

@@ -1,29 +1,63 @@
 /**
- * The demo paid API that `x402 dev` serves: a few routes at different prices, protected by the
- * Hono adapter and paid through a facilitator reached over HTTP.
+ * The demo paid API that `x402 dev` serves: routes at different prices, each showing a way to pay —
+ * `exact` in USDC (EIP-3009), `exact` in a permit-only token (EIP-2612), pay-by-transaction, and a
+ * route whose payment buys an access credential for later calls — protected by the Hono adapter and
+ * paid through a facilitator reached over HTTP.
  */
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import type { Asset, Network } from 'x402kit'
+import { exactEvmServer, txproofServer } from 'x402kit/evm'
 import { paywall } from 'x402kit/hono'
 
-export type DemoApiOptions = { facilitatorUrl: string; payTo: string; network: Network.Network; asset: Asset; port?: number }
+export type DemoApiOptions = {
+  facilitatorUrl: string
+  /** The facilitator's credential issuer id; its keys are read from `facilitatorUrl`. */
+  issuer: string
+  /** The facilitator signer that spends EIP-2612 permits. */
+  spender: string
+  payTo: string
+  network: Network.Network
+  usdc: Asset
+  permitToken: Asset
+  port?: number
+}
 
 export const demoRoutes = {
-  'GET /weather': { price: '$0.001', description: 'Current weather for a city' },
-  'GET /quote': { price: '$0.0025', description: 'A quotation worth reading' },
-  'POST /summarize': { price: '$0.01', description: 'Summarise a text' },
+  'GET /weather': '$0.001 USDC, signed transfer (EIP-3009)',
+  'GET /quote': '$0.0025 USDC, signed transfer (EIP-3009)',
+  'POST /summarize': '$0.01 USDC, signed transfer (EIP-3009)',
+  'GET /report': '0.02 PUSD, signed permit (EIP-2612)',
+  'GET /archive': '$0.005 USDC, paid by the agent’s own transaction',
+  'GET /feed': '$0.003 USDC, buys 3 more calls with an access credential',
 } as const
 
 const quotes = ['Make it work, make it right, make it fast.', 'Simplicity is prerequisite for reliability.', 'Money is exact.']
 
 export function demoApp(options: DemoApiOptions): Hono {
-  const routes = Object.fromEntries(
-    Object.entries(demoRoutes).map(([key, route]) => [key, { ...route, network: options.network, asset: options.asset }]),
-  )
+  const { network, usdc, permitToken } = options
   const app = new Hono()
-  app.use(paywall({ facilitator: options.facilitatorUrl, payTo: options.payTo, routes }))
-  app.get('/', (c) => c.json({ routes: Object.keys(demoRoutes), free: ['GET /'] }))
+  app.use(
+    paywall({
+      facilitator: options.facilitatorUrl,
+      payTo: options.payTo,
+      network,
+      schemes: [exactEvmServer({ spender: options.spender }), txproofServer()],
+      credentials: {
+        audience: 'x402-dev-api',
+        trust: [{ issuer: options.issuer, jwksUrl: `${options.facilitatorUrl}/.well-known/jwks.json` }],
+      },
+      routes: {
+        'GET /weather': { price: '$0.001', asset: usdc, description: 'Current weather for a city' },
+        'GET /quote': { price: '$0.0025', asset: usdc, description: 'A quotation worth reading' },
+        'POST /summarize': { price: '$0.01', asset: usdc, description: 'Summarise a text' },
+        'GET /report': { price: '0.02', asset: permitToken, description: 'A market report, paid in a permit-only token' },
+        'GET /archive': { price: '$0.005', asset: usdc, scheme: 'txproof', description: 'An archived article' },
+        'GET /feed': { price: '$0.003', asset: usdc, grants: { uses: 3 }, description: 'The news feed, four calls per payment' },
+      },
+    }),
+  )
+  app.get('/', (c) => c.json({ routes: demoRoutes, free: ['GET /'] }))
   app.get('/weather', (c) => {
     const city = c.req.query('city') ?? 'Lisbon'
     return c.json({ city, temperatureC: 18 + (city.length % 7), conditions: 'clear' })
@@ -35,6 +69,10 @@ export function demoApp(options: DemoApiOptions): Hono {
     const words = body.text.split(/\s+/).filter(Boolean)
     return c.json({ words: words.length, summary: words.slice(0, 8).join(' ') + (words.length > 8 ? ' …' : '') })
   })
+  app.get('/report', (c) => c.json({ market: 'stablecoins', trend: 'up', confidence: 0.7 }))
+  app.get('/archive', (c) => c.json({ title: 'HTTP 402, reserved since 1997', words: 1402 }))
+  let item = 0
+  app.get('/feed', (c) => c.json({ item: ++item, headline: `Headline number ${item}` }))
   return app
 }
 

@@ -146,6 +146,9 @@ async function health(database: Database): Promise<Response> {
 async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {
   if (Object.keys(config.networks).length === 0) return []
   // Loaded only when used, so a service given its schemes does not load the EVM stack.
-  const { exactEvmFacilitator } = await import('x402kit/evm')
-  return [exactEvmFacilitator({ networks: config.networks, eip6492Factories: config.eip6492Factories })]
+  const { exactEvmFacilitator, txproofEvmFacilitator } = await import('x402kit/evm')
+  return [
+    exactEvmFacilitator({ networks: config.networks, eip6492Factories: config.eip6492Factories }),
+    txproofEvmFacilitator({ networks: config.networks }),
+  ]
 }

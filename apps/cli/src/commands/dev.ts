@@ -1,17 +1,18 @@
 /**
- * `x402 dev`: the whole x402 stack on this machine — a local chain with real USDC, a facilitator
- * with its embedded store, a demo paid API — and an agent that pays for calls while you watch.
+ * `x402 dev`: the whole x402 stack on this machine — a local chain with real USDC and a permit-only
+ * token, a facilitator with its embedded store, a demo paid API — and an agent that pays for calls
+ * every way x402kit can while you watch.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startDevnet } from '@x402kit/devnet'
+import { PERMIT_TOKEN_DOMAIN, startDevnet } from '@x402kit/devnet'
 import { startFacilitatorService } from '@x402kit/facilitator'
-import type { Address } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { type Asset, Money, Network } from 'x402kit'
-import { getPaymentResult, wrapFetch } from 'x402kit/client'
-import { startDemoApi } from '../demoApi.ts'
+import { getPaymentResult, type PaymentResult, wrapFetch } from 'x402kit/client'
+import { exactEvmClient, toEvmSigner, txproofClient } from 'x402kit/evm'
+import { demoRoutes, startDemoApi } from '../demoApi.ts'
 
 export type DevOptions = {
   once?: boolean
@@ -20,18 +21,26 @@ export type DevOptions = {
   out?: (line: string) => void
 }
 
-type Call = { method: 'GET' | 'POST'; path: string; body?: unknown }
+type Call = { method: 'GET' | 'POST'; path: string; body?: unknown; expect: 'paid' | 'credential' }
 
 const agentCalls: Call[] = [
-  { method: 'GET', path: '/weather?city=Lisbon' },
-  { method: 'GET', path: '/quote' },
+  { method: 'GET', path: '/weather?city=Lisbon', expect: 'paid' },
+  { method: 'GET', path: '/quote', expect: 'paid' },
   {
     method: 'POST',
     path: '/summarize',
     body: { text: 'x402 turns HTTP 402 Payment Required into a way for machines to pay for what they use.' },
+    expect: 'paid',
   },
-  { method: 'GET', path: '/weather?city=Nairobi' },
+  { method: 'GET', path: '/report', expect: 'paid' },
+  { method: 'GET', path: '/archive', expect: 'paid' },
+  { method: 'GET', path: '/feed', expect: 'paid' },
+  { method: 'GET', path: '/feed', expect: 'credential' },
+  { method: 'GET', path: '/feed', expect: 'credential' },
+  { method: 'GET', path: '/feed', expect: 'credential' },
 ]
+
+const issuer = 'urn:x402kit:dev-facilitator'
 
 /** Runs the stack and the demo; with `once`, stops and returns the exit code, else runs until SIGINT. */
 export async function dev(options: DevOptions = {}): Promise<number> {
@@ -48,8 +57,10 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       (typeof devnet.accounts)[0],
       (typeof devnet.accounts)[0],
     ]
-    const asset: Asset = { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' }
-    Network.registerAsset(devnet.network, devnet.chainId, asset)
+    const usdc: Asset = { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' }
+    const permitToken: Asset = { address: devnet.permitToken, ...PERMIT_TOKEN_DOMAIN, decimals: 6, symbol: 'PUSD', transfer: 'eip2612' }
+    Network.registerAsset(devnet.network, devnet.chainId, permitToken)
+    Network.registerAsset(devnet.network, devnet.chainId, usdc)
 
     const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'x402-dev-')))
     if (!options.dataDir) cleanups.push(() => rm(dataDir, { recursive: true, force: true }))
@@ -58,24 +69,44 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       host: '127.0.0.1',
       dataDir,
       networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [facilitatorSigner.privateKey] } },
+      credentials: { issuer },
     })
     cleanups.push(() => facilitator.close())
-    const api = await startDemoApi({ facilitatorUrl: facilitator.url, payTo: seller.address, network: devnet.network, asset })
+    const api = await startDemoApi({
+      facilitatorUrl: facilitator.url,
+      issuer,
+      spender: facilitatorSigner.address,
+      payTo: seller.address,
+      network: devnet.network,
+      usdc,
+      permitToken,
+    })
     cleanups.push(() => api.close())
 
     out('x402 dev: a local x402 stack')
-    out(`  chain        ${devnet.rpcUrl} (chain id ${devnet.chainId}), USDC at ${devnet.usdc}`)
+    out(`  chain        ${devnet.rpcUrl} (chain id ${devnet.chainId}), USDC at ${devnet.usdc}, PUSD at ${devnet.permitToken}`)
     out(`  facilitator  ${facilitator.url}`)
-    out(`  paid API     ${api.url}  (GET /weather $0.001, GET /quote $0.0025, POST /summarize $0.01)`)
+    out(`  paid API     ${api.url}`)
+    for (const [route, price] of Object.entries(demoRoutes)) out(`                 ${route.padEnd(16)} ${price}`)
     out(`  agent        ${payer.address} pays ${seller.address}`)
     out('')
 
-    const usdc = (atomic: bigint) => `${Money.format(atomic, 6)} USDC`
-    const balances = async () => [await devnet.usdcBalance(payer.address), await devnet.usdcBalance(seller.address as Address)] as const
-    const agent = wrapFetch(fetch, { account: privateKeyToAccount(payer.privateKey), budget: { perRequest: '$0.05' } })
+    const wallet = devnet.walletClient(payer.privateKey)
+    const agent = wrapFetch(fetch, {
+      schemes: [
+        exactEvmClient(await toEvmSigner(privateKeyToAccount(payer.privateKey)), { publicClient: devnet.publicClient }),
+        txproofClient({ wallet, publicClient: devnet.publicClient }),
+      ],
+      budget: { perRequest: '$0.05', perRequestAtomic: { [devnet.permitToken]: Money.parse('0.05', 6) } },
+    })
+    const balances = async () => ({
+      payer: [await devnet.usdcBalance(payer.address), await devnet.tokenBalance(devnet.permitToken, payer.address)] as const,
+      seller: [await devnet.usdcBalance(seller.address), await devnet.tokenBalance(devnet.permitToken, seller.address)] as const,
+    })
+    const show = (pair: readonly [bigint, bigint]) => `${Money.format(pair[0], 6)} USDC, ${Money.format(pair[1], 6)} PUSD`
     let failures = 0
     for (const call of agentCalls) {
-      const [payerBefore, sellerBefore] = await balances()
+      const before = await balances()
       const started = performance.now()
       const response = await agent(`${api.url}${call.path}`, {
         method: call.method,
@@ -85,18 +116,27 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       const body = await response.text()
       const elapsed = Math.round(performance.now() - started)
       const result = getPaymentResult(response)
-      const [payerAfter, sellerAfter] = await balances()
-      const ok = response.ok && result?.paid === true && result.settlement?.success === true
+      const after = await balances()
+      const how = outcome(result)
+      const ok = response.ok && how === call.expect
       if (!ok) failures++
-      out(`${ok ? 'paid' : 'FAILED'}  ${call.method} ${call.path}  → ${response.status} in ${elapsed} ms`)
+      out(`${ok ? how.padEnd(10) : 'FAILED    '} ${call.method} ${call.path}  → ${response.status} in ${elapsed} ms`)
       out(`      response     ${body.length > 160 ? `${body.slice(0, 160)}…` : body}`)
-      if (result?.settlement) out(`      transaction  ${result.settlement.transaction}`)
-      else out(`      not paid     ${result?.reason ?? 'no payment result'}`)
-      out(`      agent        ${usdc(payerBefore)} → ${usdc(payerAfter)}`)
-      out(`      seller       ${usdc(sellerBefore)} → ${usdc(sellerAfter)}`)
+      if (result?.settlement?.transaction) out(`      transaction  ${result.settlement.transaction}`)
+      if (result?.granted)
+        out(`      credential   granted for ${result.granted.scope}, ${result.granted.usesLeft ?? 'unlimited'} more uses`)
+      if (result?.credential)
+        out(`      credential   ${result.credential.usesLeft ?? 'unlimited'} uses left; nothing paid, no facilitator call`)
+      if (!ok) out(`      not paid     ${result?.reason ?? 'no payment result'} ${result?.error ?? ''}`)
+      out(`      agent        ${show(before.payer)} → ${show(after.payer)}`)
+      out(`      seller       ${show(before.seller)} → ${show(after.seller)}`)
     }
     out('')
-    out(failures === 0 ? `All ${agentCalls.length} calls paid and settled on chain.` : `${failures} of ${agentCalls.length} calls failed.`)
+    out(
+      failures === 0
+        ? `All ${agentCalls.length} calls served and every payment settled on chain.`
+        : `${failures} of ${agentCalls.length} calls failed.`,
+    )
     out(
       JSON.stringify({
         rpcUrl: devnet.rpcUrl,
@@ -122,4 +162,9 @@ export async function dev(options: DevOptions = {}): Promise<number> {
     await stop()
     throw error
   }
+}
+
+function outcome(result: PaymentResult | undefined): 'paid' | 'credential' | 'unpaid' {
+  if (result?.credential) return 'credential'
+  return result?.paid && result.settlement?.success ? 'paid' : 'unpaid'
 }
