@@ -99,6 +99,21 @@ describe('paying a PUSD-priced route by EIP-2612 permit through the Hono paywall
     expect(served).toBe(2)
   })
 
+  it('pays from a plain account when wrapFetch is given chain access', async () => {
+    const payer = devnet.accounts[3]!
+    const pay = wrapFetch(fetchApp, {
+      account: privateKeyToAccount(payer.privateKey),
+      publicClient: devnet.publicClient,
+      budget: { perRequestAtomic: { [devnet.permitToken]: '20000' } },
+    })
+    const before = await balances(payer.address)
+    const response = await pay('http://localhost/report')
+    expect(response.status).toBe(200)
+    // The payer is named by the permit's owner before any settlement header is read.
+    expect(getPaymentResult(response)).toMatchObject({ paid: true, payer: payer.address })
+    expect(await balances(payer.address)).toEqual([before[0]! - price, before[1]! + price])
+  })
+
   it('is not served twice for one permit: the same payment header again is refused, nothing moves', async () => {
     const payer = devnet.accounts[3]!
     let header: string | undefined

@@ -7,7 +7,7 @@ import { BaseError, Reason } from '../core/Errors.ts'
 import { HttpHeader } from '../core/HttpHeader.ts'
 import * as PaymentPayload from '../core/PaymentPayload.ts'
 import type { SchemeClient } from '../core/Scheme.ts'
-import { exactEvmClient } from '../evm/exact/client.ts'
+import { type ExactEvmClientOptions, exactEvmClient } from '../evm/exact/client.ts'
 import { type EvmSignerSource, toEvmSigner } from '../evm/Signer.ts'
 import * as Budget from './Budget.ts'
 import { credentialCache, type HeldCredential } from './credentials.ts'
@@ -20,6 +20,11 @@ export type Fetch = (input: RequestInfo | URL, init?: RequestInit) => Promise<Re
 export type WrapFetchConfig = {
   /** A viem account, wallet client or `{ provider }`: pays `exact` on EVM. Resolved on the first 402. */
   account?: EvmSignerSource
+  /**
+   * Chain access for the account's `exact` payments in permit-only tokens (EIP-2612), which must read
+   * the token's nonce before signing. Not needed for EIP-3009 tokens such as USDC.
+   */
+  publicClient?: ExactEvmClientOptions['publicClient']
   /** Scheme clients, tried before the account's. */
   schemes?: readonly SchemeClient[]
   /** What the client may pay. */
@@ -141,7 +146,7 @@ function lazySchemes(config: WrapFetchConfig): () => Promise<SchemeClient[]> {
   return async () => {
     const schemes = [...(config.schemes ?? [])]
     if (!config.account) return schemes
-    account ??= toEvmSigner(config.account).then(exactEvmClient)
+    account ??= toEvmSigner(config.account).then((signer) => exactEvmClient(signer, { publicClient: config.publicClient }))
     try {
       schemes.push(await account)
     } catch (error) {
@@ -186,11 +191,11 @@ async function outcome(answer: Response, chosen: Chosen, payload: Record<string,
   return { ...base, paid: true, ...(error && { error }) }
 }
 
+/** The paying address a payload names: an EIP-3009 authorization's `from`, or a permit's `owner`. */
 function payerOf(payload: Record<string, unknown>): string | undefined {
-  const authorization = payload.authorization
-  if (typeof authorization !== 'object' || authorization === null) return undefined
-  const from = (authorization as { from?: unknown }).from
-  return typeof from === 'string' ? from : undefined
+  const { authorization, permit } = payload as { authorization?: { from?: unknown }; permit?: { owner?: unknown } }
+  const payer = authorization?.from ?? permit?.owner
+  return typeof payer === 'string' ? payer : undefined
 }
 
 function carriesPayment(request: Request): boolean {
