@@ -9,38 +9,67 @@
  */
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../core/Facilitator.ts'
+import { type Failure, messageOf } from '../Outcome.ts'
 import type { Context } from './state.ts'
 import { hasTransfer, pickSigner, sendAndWait } from './transactions.ts'
-import { check, messageOf, payerOf, settlementKey, transferData, type Verified } from './verify.ts'
+import { check, payerOf, settlementKey, transferData, type Verified } from './verify.ts'
 
 /** Settles a payment; never throws. */
-export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
+export function settle(context: Context, payment: Payment): Promise<SettleResponse> {
+  return settleWith(context, payment, {
+    key: settlementKey(payment),
+    busy: { reason: Reason.exactNonceAlreadyUsed, message: 'The authorization is being settled.' },
+    payer: payerOf(payment),
+    check: () => check(context, payment, { simulate: false, settling: true }),
+    execute: (verified) => execute(context, verified),
+  })
+}
+
+/** What a settlement's transactions came to, before the network is added to make a `SettleResponse`. */
+export type Settled = { success: boolean; errorReason?: Reason; errorMessage?: string; payer: string; transaction: string; amount?: string }
+
+/**
+ * The steps every `exact` settlement takes, whatever its transfer method: claim the payment's key in
+ * this process, check it again, send, and answer; a settlement left pending keeps its claim.
+ */
+export async function settleWith<Verified extends { ok: true; payer: string }>(
+  context: Context,
+  payment: Payment,
+  steps: {
+    key: string | undefined
+    /** The answer while another settlement of the same key runs here. */
+    busy: { reason: Reason; message: string }
+    payer: string | undefined
+    check(): Promise<Failure | Verified>
+    execute(verified: Verified): Promise<Settled>
+  },
+): Promise<SettleResponse> {
   const network = String(payment?.requirements?.network ?? payment?.payload?.accepted?.network ?? '')
-  const failure = (errorReason: Reason, errorMessage?: string, payer = payerOf(payment), transaction = ''): SettleResponse => ({
+  const failure = (errorReason: Reason, errorMessage?: string, payer = steps.payer): SettleResponse => ({
     success: false,
     errorReason,
     ...(errorMessage === undefined ? {} : { errorMessage }),
     ...(payer === undefined ? {} : { payer }),
-    transaction,
+    transaction: '',
     network,
   })
-  const key = settlementKey(payment)
-  // Claimed before the first await: two concurrent settlements of one authorization would both pass
+  const { key } = steps
+  // Claimed before the first await: two concurrent settlements of one payment would both pass
   // verification (the chain has not seen either yet), and both requests would be served.
-  if (key && context.settling.has(key)) return failure(Reason.exactNonceAlreadyUsed, 'The authorization is being settled.')
+  if (key && context.settling.has(key)) return failure(steps.busy.reason, steps.busy.message)
   if (key) context.settling.add(key)
   let pending = false
   try {
-    let verified: Awaited<ReturnType<typeof check>>
+    let verified: Failure | Verified
     try {
-      verified = await check(context, payment, { simulate: false, settling: true })
+      verified = await steps.check()
     } catch (error) {
       return failure(Reason.unexpectedSettleError, messageOf(error))
     }
     if (!verified.ok) return failure(verified.reason, verified.message, verified.payer)
     let result: Settled
     try {
-      result = await execute(context, verified)
+      result = await steps.execute(verified)
     } catch (error) {
       // execute() reports every failure after a send itself; what reaches here happened before one.
       return failure(Reason.unexpectedSettleError, messageOf(error), verified.payer)
@@ -48,12 +77,10 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
     pending = result.errorReason === Reason.settlementPending
     return { ...result, network }
   } finally {
-    // A pending settlement keeps its claim: its transaction may still be mined.
+    // A pending settlement keeps its claim: its transactions may still be mined.
     if (key && !pending) context.settling.delete(key)
   }
 }
-
-type Settled = { success: boolean; errorReason?: Reason; errorMessage?: string; payer: string; transaction: string; amount?: string }
 
 async function execute(context: Context, verified: Verified): Promise<Settled> {
   const { state, payer, asset, authorization, signature } = verified

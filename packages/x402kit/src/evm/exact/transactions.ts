@@ -19,9 +19,9 @@ import {
   type TransactionReceipt,
 } from 'viem'
 import * as NonceManager from '../NonceManager.ts'
+import { messageOf } from '../Outcome.ts'
 import { eip3009Abi } from './abi.ts'
 import { type Context, checkChain, type Fees, type NetworkState, type SignerState } from './state.ts'
-import { messageOf } from './verify.ts'
 
 /** How long one fee estimate serves every settlement of a network. */
 const feeTtlMs = 2_000

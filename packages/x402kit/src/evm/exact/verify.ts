@@ -23,6 +23,7 @@ import {
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, VerifyResponse } from '../../core/Facilitator.ts'
 import * as PaymentRequirements from '../../core/PaymentRequirements.ts'
+import { type Failure, fail, messageOf, verifyResponse } from '../Outcome.ts'
 import { recoverAddress } from '../recover.ts'
 import { eip3009Abi, erc1271Abi, erc1271MagicValue } from './abi.ts'
 import * as Eip3009 from './Eip3009.ts'
@@ -36,8 +37,6 @@ export type Signature =
   | { kind: 'contract'; bytes: Hex }
   | { kind: 'counterfactual'; bytes: Hex; factory: Address; factoryData: Hex }
 
-export type Failure = { ok: false; reason: Reason; message?: string; payer?: string }
-
 export type Verified = {
   ok: true
   state: NetworkState
@@ -48,20 +47,8 @@ export type Verified = {
 }
 
 /** Verifies a payment; infrastructure failures become `unexpected_verify_error`, never a throw. */
-export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
-  try {
-    const result = await check(context, payment, { simulate: true, settling: false })
-    if (result.ok) return { isValid: true, payer: result.payer }
-    return {
-      isValid: false,
-      invalidReason: result.reason,
-      ...(result.message === undefined ? {} : { invalidMessage: result.message }),
-      ...(result.payer === undefined ? {} : { payer: result.payer }),
-    }
-  } catch (error) {
-    const payer = payerOf(payment)
-    return { isValid: false, invalidReason: Reason.unexpectedVerifyError, invalidMessage: messageOf(error), ...(payer ? { payer } : {}) }
-  }
+export function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
+  return verifyResponse(() => check(context, payment, { simulate: true, settling: false }), payerOf(payment))
 }
 
 /**
@@ -300,15 +287,6 @@ export function revertReason(error: unknown): string {
     return error.shortMessage
   }
   return messageOf(error)
-}
-
-export function messageOf(error: unknown): string {
-  if (error instanceof ViemBaseError) return (error.details ? `${error.shortMessage} ${error.details}` : error.shortMessage).slice(0, 1000)
-  return (error instanceof Error ? error.message : String(error)).slice(0, 1000)
-}
-
-function fail(reason: Reason, payer?: string, message?: string): Failure {
-  return { ok: false, reason, payer, ...(message === undefined ? {} : { message }) }
 }
 
 /** The payer named by a payment, where it names one; reported even when the payment is refused. */

@@ -5,8 +5,9 @@
  */
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../core/Facilitator.ts'
+import { messageOf } from '../Outcome.ts'
 import type { Context } from './state.ts'
-import { check, messageOf } from './verify.ts'
+import { check } from './verify.ts'
 
 /** Settles a payment; never throws. */
 export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {

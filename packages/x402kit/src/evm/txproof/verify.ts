@@ -24,6 +24,7 @@ import {
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, VerifyResponse } from '../../core/Facilitator.ts'
 import * as PaymentRequirements from '../../core/PaymentRequirements.ts'
+import { verifyResponse } from '../Outcome.ts'
 import { recoverAddress } from '../recover.ts'
 import * as Proof from './Proof.ts'
 import { type Context, checkChain, type NetworkState } from './state.ts'
@@ -48,19 +49,8 @@ type Claim = {
 }
 
 /** Verifies a payment; infrastructure failures become `unexpected_verify_error`, never a throw. */
-export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
-  try {
-    const result = await check(context, payment)
-    if (result.ok) return { isValid: true, payer: result.payer }
-    return {
-      isValid: false,
-      invalidReason: result.reason,
-      ...(result.message !== undefined && { invalidMessage: result.message }),
-      ...(result.payer !== undefined && { payer: result.payer }),
-    }
-  } catch (error) {
-    return { isValid: false, invalidReason: Reason.unexpectedVerifyError, invalidMessage: messageOf(error) }
-  }
+export function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
+  return verifyResponse(() => check(context, payment))
 }
 
 /** Every check of a payment; throws only when the chain could not be asked. */
@@ -196,11 +186,6 @@ async function absentAs<T>(notFound: abstract new (...args: never[]) => Error, r
     if (error instanceof notFound || (error instanceof ViemBaseError && error.walk((e) => e instanceof notFound))) return undefined
     throw error
   }
-}
-
-export function messageOf(error: unknown): string {
-  if (error instanceof ViemBaseError) return (error.details ? `${error.shortMessage} ${error.details}` : error.shortMessage).slice(0, 1000)
-  return (error instanceof Error ? error.message : String(error)).slice(0, 1000)
 }
 
 function fail(reason: Reason, message?: string, payer?: Address): Failure {

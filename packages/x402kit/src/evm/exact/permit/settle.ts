@@ -13,52 +13,22 @@
 import type { Hash } from 'viem'
 import { Reason } from '../../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../../core/Facilitator.ts'
+import { messageOf } from '../../Outcome.ts'
+import { type Settled, settleWith } from '../settle.ts'
 import type { Context } from '../state.ts'
 import { hasTransfer, send, sendInOrder, waitFor } from '../transactions.ts'
-import { messageOf } from '../verify.ts'
 import { check, type PermitVerified, payerOf, permitData, settlementKey, transferFromData } from './verify.ts'
 
 /** Settles a permit payment; never throws. */
-export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
-  const network = String(payment?.requirements?.network ?? payment?.payload?.accepted?.network ?? '')
-  const failure = (errorReason: Reason, errorMessage?: string, payer = payerOf(payment), transaction = ''): SettleResponse => ({
-    success: false,
-    errorReason,
-    ...(errorMessage === undefined ? {} : { errorMessage }),
-    ...(payer === undefined ? {} : { payer }),
-    transaction,
-    network,
+export function settle(context: Context, payment: Payment): Promise<SettleResponse> {
+  return settleWith(context, payment, {
+    key: settlementKey(payment),
+    busy: { reason: Reason.permitNonce, message: 'The permit is being settled.' },
+    payer: payerOf(payment),
+    check: () => check(context, payment, { simulate: false, settling: true }),
+    execute: (verified) => execute(context, verified),
   })
-  const key = settlementKey(payment)
-  // Claimed before the first await: two concurrent settlements of one permit would both pass
-  // verification (the chain has not seen either yet).
-  if (key && context.settling.has(key)) return failure(Reason.permitNonce, 'The permit is being settled.')
-  if (key) context.settling.add(key)
-  let pending = false
-  try {
-    let verified: Awaited<ReturnType<typeof check>>
-    try {
-      verified = await check(context, payment, { simulate: false, settling: true })
-    } catch (error) {
-      return failure(Reason.unexpectedSettleError, messageOf(error))
-    }
-    if (!verified.ok) return failure(verified.reason, verified.message, verified.payer)
-    let result: Settled
-    try {
-      result = await execute(context, verified)
-    } catch (error) {
-      // execute() reports every failure after a send itself; what reaches here happened before one.
-      return failure(Reason.unexpectedSettleError, messageOf(error), verified.payer)
-    }
-    pending = result.errorReason === Reason.settlementPending
-    return { ...result, network }
-  } finally {
-    // A pending settlement keeps its claim: its transactions may still be mined.
-    if (key && !pending) context.settling.delete(key)
-  }
 }
-
-type Settled = { success: boolean; errorReason?: Reason; errorMessage?: string; payer: string; transaction: string; amount?: string }
 
 async function execute(context: Context, verified: PermitVerified): Promise<Settled> {
   const { state, signer, asset, payer, permit, payTo } = verified

@@ -20,11 +20,12 @@ import {
 import { Reason } from '../../../core/Errors.ts'
 import type { Payment, VerifyResponse } from '../../../core/Facilitator.ts'
 import * as PaymentRequirements from '../../../core/PaymentRequirements.ts'
+import { type Failure, fail, messageOf, verifyResponse } from '../../Outcome.ts'
 import { recoverAddress } from '../../recover.ts'
 import { eip2612Abi } from '../abi.ts'
 import * as Eip2612 from '../Eip2612.ts'
 import { type Context, checkChain, type NetworkState, type PermitTokenInfo, type SignerState } from '../state.ts'
-import { type Failure, hasCode, messageOf, revertReason, settled } from '../verify.ts'
+import { hasCode, revertReason, settled } from '../verify.ts'
 
 export type PermitVerified = {
   ok: true
@@ -44,20 +45,8 @@ export type PermitVerified = {
 }
 
 /** Verifies a permit payment; infrastructure failures become `unexpected_verify_error`, never a throw. */
-export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
-  try {
-    const result = await check(context, payment, { simulate: true, settling: false })
-    if (result.ok) return { isValid: true, payer: result.payer }
-    return {
-      isValid: false,
-      invalidReason: result.reason,
-      ...(result.message === undefined ? {} : { invalidMessage: result.message }),
-      ...(result.payer === undefined ? {} : { payer: result.payer }),
-    }
-  } catch (error) {
-    const payer = payerOf(payment)
-    return { isValid: false, invalidReason: Reason.unexpectedVerifyError, invalidMessage: messageOf(error), ...(payer ? { payer } : {}) }
-  }
+export function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
+  return verifyResponse(() => check(context, payment, { simulate: true, settling: false }), payerOf(payment))
 }
 
 /**
@@ -269,10 +258,6 @@ function permitTokenInfo(state: NetworkState, asset: Address): Promise<PermitTok
     () => state.permitTokens.delete(key),
   )
   return info
-}
-
-function fail(reason: Failure['reason'], payer?: string, message?: string): Failure {
-  return { ok: false, reason, payer, ...(message === undefined ? {} : { message }) }
 }
 
 /** The owner named by a permit payment, where it names one; reported even when the payment is refused. */
