@@ -1,6 +1,10 @@
 /**
  * The devnet's setup transactions: all from one account, signed with explicit nonces and gas limits
- * so that each goes out without waiting for the previous one, then checked together once mined.
+ * so that none waits for the previous one to be mined, then checked together once mined.
+ *
+ * They reach the node one after the other, each once the node has taken the one before: anvil's
+ * automine can park a transaction handed to it concurrently with its predecessor as "queued", with
+ * no nonce gap, and never mine it (or anything after it).
  */
 import { type Address, type Chain, type Client, getContractAddress, type Hex, type LocalAccount, parseGwei, type Transport } from 'viem'
 import { getTransactionCount, getTransactionReceipt, sendRawTransaction } from 'viem/actions'
@@ -17,6 +21,7 @@ export type Batch = {
 export async function createBatch(client: Client<Transport, Chain>, account: LocalAccount): Promise<Batch> {
   let nonce = await getTransactionCount(client, { address: account.address, blockTag: 'pending' })
   const sent: Promise<Hex>[] = []
+  let previous: Promise<unknown> = Promise.resolve()
   return {
     sender: account.address,
     async send(to, data, gas) {
@@ -31,8 +36,8 @@ export async function createBatch(client: Client<Transport, Chain>, account: Loc
         maxFeePerGas: parseGwei('100'),
         maxPriorityFeePerGas: 0n,
       })
-      const hash = sendRawTransaction(client, { serializedTransaction })
-      hash.catch(() => undefined) // rejections surface from mined(), not as unhandled ones
+      const hash = previous.then(() => sendRawTransaction(client, { serializedTransaction }))
+      previous = hash.catch(() => undefined) // rejections surface from mined(), not as unhandled ones
       sent.push(hash)
       return to ?? created
     },

@@ -447,6 +447,48 @@ describe('exactEvmFacilitator on a devnet with 2 s blocks', () => {
       await testClient.setIntervalMining({ interval: 2 })
     }
   })
+
+  it('replaces a transaction that gets no receipt with the same call at higher fees, and settles once', async () => {
+    const key = devnet.accounts[1]!.privateKey
+    const patient = exactEvmFacilitator({
+      networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [key], pollingIntervalMs: 50 } },
+      receiptTimeoutMs: 20_000,
+      replaceAfterMs: 300,
+    })
+    const testClient = createTestClient({ mode: 'anvil', transport: http(devnet.rpcUrl) })
+    const signerAddress = privateKeyToAccount(key).address
+    const payTo = freshAddress()
+    const payment = await pay(devnet.accounts[9]!.privateKey, offerOn(devnet, payTo))
+    const minedBefore = await devnet.publicClient.getTransactionCount({ address: signerAddress })
+    // No blocks: the first transaction waits in the pool, as one the node keeps but never mines.
+    await testClient.setAutomine(false)
+    let first: Hex | undefined
+    try {
+      const settling = patient.settle(payment)
+      const pool = () =>
+        testClient.request({ method: 'txpool_content' as never }) as Promise<{ pending: Record<string, Record<string, { hash: Hex }>> }>
+      const pendingHash = async () =>
+        Object.values((await pool()).pending[signerAddress] ?? (await pool()).pending[signerAddress.toLowerCase()] ?? {})[0]?.hash
+      for (let i = 0; i < 100 && !first; i++) {
+        first = await pendingHash()
+        if (!first) await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+      expect(first).toMatch(/^0x[0-9a-f]{64}$/)
+      // Wait for the replacement to take the first one's place in the pool, then mine.
+      for (let i = 0; i < 100 && (await pendingHash()) === first; i++) await new Promise((resolve) => setTimeout(resolve, 50))
+      await devnet.mine()
+      const result = await settling
+      expect(result).toMatchObject({ success: true })
+      expect(result.transaction).not.toBe(first)
+      const receipt = await devnet.publicClient.getTransactionReceipt({ hash: result.transaction as Hex })
+      expect(receipt.status).toBe('success')
+    } finally {
+      await testClient.setAutomine(true)
+    }
+    // One nonce used, one transfer: the money moved exactly once.
+    expect(await devnet.publicClient.getTransactionCount({ address: signerAddress })).toBe(minedBefore + 1)
+    expect(await devnet.usdcBalance(payTo)).toBe(amount)
+  })
 })
 
 /** Settles `count` payments at once, spread over `payers`; checks every one succeeded and the money moved exactly. */

@@ -43,6 +43,11 @@ export type ExactEvmFacilitatorConfig = {
   rpcTimeoutMs?: number
   /** How long a settlement waits for its receipt before it reports `settlement_pending`; default 60 s. */
   receiptTimeoutMs?: number
+  /**
+   * How long a sent transaction may go without a receipt before it is replaced by the same call at
+   * the same nonce with higher fees (at most 3 times); default 6 s.
+   */
+  replaceAfterMs?: number
   /** How far ahead `validBefore` (or a permit's `deadline`) must be for the payment to settle in time; default 6 s. */
   minValidSeconds?: number
 }
@@ -65,6 +70,9 @@ export type PermitTokenInfo = {
 
 export type Fees = { type: 'eip1559'; maxFeePerGas: bigint; maxPriorityFeePerGas: bigint } | { type: 'legacy'; gasPrice: bigint }
 
+/** A signed settlement transaction: enough to sign it again at the same nonce with other fees. */
+export type Signed = { signer: SignerState; nonce: number; gas: bigint; to: Address; data: Hex; fees: Fees }
+
 export type NetworkState = {
   network: Network
   chainId: number
@@ -79,6 +87,8 @@ export type NetworkState = {
   tokens: Map<string, Promise<TokenInfo>>
   permitTokens: Map<string, Promise<PermitTokenInfo>>
   fees: { at: number; value: Promise<Fees> } | undefined
+  /** What each transaction awaiting its receipt was signed with, so that it can be replaced if it sticks. */
+  unmined: Map<string, Signed>
   chainChecked: Promise<void> | undefined
 }
 
@@ -87,6 +97,7 @@ export type Context = {
   factories: Set<string>
   minValidSeconds: number
   receiptTimeoutMs: number
+  replaceAfterMs: number
   /** Settlement keys of payments being settled by this instance right now. */
   settling: Set<string>
 }
@@ -144,6 +155,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       tokens: new Map(),
       permitTokens: new Map(),
       fees: undefined,
+      unmined: new Map(),
       chainChecked: undefined,
     })
   }
@@ -158,6 +170,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
     factories,
     minValidSeconds: config.minValidSeconds ?? 6,
     receiptTimeoutMs: config.receiptTimeoutMs ?? 60_000,
+    replaceAfterMs: config.replaceAfterMs ?? 6_000,
     settling: new Set(),
   }
 }

@@ -17,11 +17,12 @@ import {
   parseEventLogs,
   TransactionNotFoundError,
   type TransactionReceipt,
+  TransactionReceiptNotFoundError,
 } from 'viem'
 import * as NonceManager from '../NonceManager.ts'
 import { messageOf } from '../Outcome.ts'
 import { eip3009Abi } from './abi.ts'
-import { type Context, checkChain, type Fees, type NetworkState, type SignerState } from './state.ts'
+import { type Context, checkChain, type Fees, type NetworkState, type Signed, type SignerState } from './state.ts'
 
 /** How long one fee estimate serves every settlement of a network. */
 const feeTtlMs = 2_000
@@ -52,22 +53,101 @@ export async function sendAndWait(context: Context, state: NetworkState, signer:
   return waitFor(context, state, sent.hash)
 }
 
-/** The receipt of a sent transaction: `success`, `reverted`, or `pending` when none came in time. */
+/**
+ * The receipt of a sent transaction: `success`, `reverted`, or `pending` when none came in time.
+ *
+ * A transaction with no receipt after `replaceAfterMs` is replaced: the same call, signed again at the
+ * same nonce with fees a fifth higher, up to three times. Only one transaction per nonce can ever be
+ * mined, so this never settles twice; it frees a settlement (and every later one of its key) from a
+ * transaction the node keeps but does not mine — underpriced, or parked by the node.
+ */
 export async function waitFor(context: Context, state: NetworkState, hash: Hash): Promise<Exclude<Outcome, { status: 'refused' }>> {
+  const hashes = [hash]
+  let signed = state.unmined.get(hash)
+  const started = Date.now()
+  let lastSent = started
+  let lastBlock = -1n
   try {
-    const receipt = await state.client.waitForTransactionReceipt({
-      hash,
-      confirmations: state.confirmations,
-      timeout: context.receiptTimeoutMs,
-      pollingInterval: state.pollingIntervalMs,
-    })
-    return receipt.status === 'success'
-      ? { status: 'success', hash, receipt }
-      : { status: 'reverted', hash, message: 'The transaction reverted.' }
+    while (Date.now() - started < context.receiptTimeoutMs) {
+      const block = await state.client.getBlockNumber({ cacheTime: state.pollingIntervalMs }).catch(() => undefined)
+      if (block === undefined || block !== lastBlock) {
+        for (const candidate of hashes) {
+          const receipt = await receiptOf(state, candidate)
+          if (receipt) return await confirmed(context, state, receipt, started)
+        }
+        if (block !== undefined) lastBlock = block
+      }
+      if (signed && hashes.length <= maxReplacements && Date.now() - lastSent >= context.replaceAfterMs) {
+        const replacement = await replace(state, signed)
+        if (replacement) {
+          hashes.push(replacement.hash)
+          signed = replacement.signed
+        }
+        lastSent = Date.now()
+      }
+      await sleep(state.pollingIntervalMs)
+    }
+    return { status: 'pending', hash: hashes.at(-1)!, message: `No receipt within ${context.receiptTimeoutMs} ms.` }
   } catch (error) {
-    return { status: 'pending', hash, message: messageOf(error) }
+    return { status: 'pending', hash: hashes.at(-1)!, message: messageOf(error) }
+  } finally {
+    for (const sent of hashes) state.unmined.delete(sent)
   }
 }
+
+const maxReplacements = 3
+
+async function receiptOf(state: NetworkState, hash: Hash): Promise<TransactionReceipt | undefined> {
+  try {
+    return await state.client.getTransactionReceipt({ hash })
+  } catch (error) {
+    if (error instanceof TransactionReceiptNotFoundError) return undefined
+    throw error
+  }
+}
+
+/** A mined receipt, once it has the confirmations the network asks for. */
+async function confirmed(context: Context, state: NetworkState, receipt: TransactionReceipt, started: number) {
+  if (state.confirmations > 1)
+    await state.client.waitForTransactionReceipt({
+      hash: receipt.transactionHash,
+      confirmations: state.confirmations,
+      timeout: Math.max(1, context.receiptTimeoutMs - (Date.now() - started)),
+      pollingInterval: state.pollingIntervalMs,
+    })
+  const hash = receipt.transactionHash
+  return receipt.status === 'success'
+    ? ({ status: 'success', hash, receipt } as const)
+    : ({ status: 'reverted', hash, message: 'The transaction reverted.' } as const)
+}
+
+/** Signs `signed` again at its nonce with higher fees and broadcasts it; `undefined` if the node refuses. */
+async function replace(state: NetworkState, signed: Signed): Promise<{ hash: Hash; signed: Signed } | undefined> {
+  const fees: Fees =
+    signed.fees.type === 'eip1559'
+      ? { type: 'eip1559', maxFeePerGas: bump(signed.fees.maxFeePerGas), maxPriorityFeePerGas: bump(signed.fees.maxPriorityFeePerGas) }
+      : { type: 'legacy', gasPrice: bump(signed.fees.gasPrice) }
+  const next = { ...signed, fees }
+  const raw = await signed.signer.account.signTransaction({
+    chainId: state.chainId,
+    nonce: signed.nonce,
+    gas: signed.gas,
+    to: signed.to,
+    data: signed.data,
+    ...fees,
+  })
+  const hash = keccak256(raw)
+  // A refusal ("nonce too low": an earlier one was mined meanwhile) leaves the receipts to decide.
+  const result = await broadcast(state, raw, hash)
+  if (!result.sent) return undefined
+  state.unmined.set(hash, next)
+  return { hash, signed: next }
+}
+
+// Nodes take a replacement only with every fee at least a tenth higher.
+const bump = (fee: bigint) => (fee * 6n) / 5n + 1n
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /**
  * Signs and broadcasts a transaction with the signer's next nonce. Throws only when the node
@@ -88,7 +168,10 @@ export async function send(state: NetworkState, signer: SignerState, request: Re
     }
     const hash = keccak256(raw)
     const result = await broadcast(state, raw, hash)
-    if (result.sent) return { hash }
+    if (result.sent) {
+      state.unmined.set(hash, { signer, nonce, gas, to: request.to, data: request.data, fees })
+      return { hash }
+    }
     signer.nonces.release(nonce)
     if (!result.conflict || attempt > 0) throw result.error
     await signer.nonces.resync()
@@ -142,6 +225,8 @@ export async function sendInOrder(
       const hash = keccak256(raw)
       const result = await broadcast(state, raw, hash)
       if (result.sent) {
+        const request = requests[index]!
+        state.unmined.set(hash, { signer, nonce: nonces[index]!, gas: request.gas, to: request.to, data: request.data, fees })
         hashes.push(hash)
         continue
       }
