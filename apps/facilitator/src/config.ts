@@ -23,6 +23,8 @@ const networkConfig = z.strictObject({
   rpcUrl: z.url({ protocol: /^(https?|wss?)$/, error: 'must be an http(s) or ws(s) URL of the network’s JSON-RPC endpoint' }),
   signers: z.array(privateKey, { error: 'must be a list of private keys' }).min(1, 'needs at least one private key'),
   confirmations: z.number().int().min(0).max(64).optional(),
+  /** How often receipts and blocks are polled, in ms. */
+  pollingIntervalMs: z.number().int().min(10).max(60_000).optional(),
 })
 
 export const schema = z.strictObject({
@@ -36,6 +38,10 @@ export const schema = z.strictObject({
     .optional(),
   dataDir: z.string().min(1).default('.data/facilitator'),
   eip6492Factories: z.array(address).default([]),
+  /** How long a settlement waits for its receipt before answering `settlement_pending`, in ms. */
+  receiptTimeoutMs: z.number().int().min(100).max(600_000).optional(),
+  /** How long a settlement transaction may go without a receipt before it is replaced with higher fees, in ms. */
+  replaceAfterMs: z.number().int().min(100).max(600_000).optional(),
   maxBodyBytes: z
     .number()
     .int()

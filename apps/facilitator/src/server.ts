@@ -148,7 +148,12 @@ async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {
   // Loaded only when used, so a service given its schemes does not load the EVM stack.
   const { exactEvmFacilitator, txproofEvmFacilitator } = await import('x402kit/evm')
   return [
-    exactEvmFacilitator({ networks: config.networks, eip6492Factories: config.eip6492Factories }),
+    exactEvmFacilitator({
+      networks: config.networks,
+      eip6492Factories: config.eip6492Factories,
+      ...(config.receiptTimeoutMs !== undefined && { receiptTimeoutMs: config.receiptTimeoutMs }),
+      ...(config.replaceAfterMs !== undefined && { replaceAfterMs: config.replaceAfterMs }),
+    }),
     txproofEvmFacilitator({ networks: config.networks }),
   ]
 }

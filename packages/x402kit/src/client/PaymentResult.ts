@@ -24,6 +24,11 @@ export const NotPaidReason = {
   paymentAlreadyAttached: 'payment_already_attached',
   /** The payment was sent and the server refused it (a second 402, or a failed settlement). */
   paymentRejected: 'payment_rejected',
+  /**
+   * The payment was sent and the server failed (5xx) without reporting a settlement: it may still be
+   * settled, so a new payment for the same call could pay twice.
+   */
+  paymentUnconfirmed: 'payment_unconfirmed',
 } as const
 export type NotPaidReason = (typeof NotPaidReason)[keyof typeof NotPaidReason]
 

@@ -185,6 +185,19 @@ describe('wrapFetch, version 2', () => {
     })
   })
 
+  it('does not call a payment paid when the server fails after it was sent', async () => {
+    const body = required([offer('$0.01')])
+    const { fetch, requests } = server((request) =>
+      request.headers.has('PAYMENT-SIGNATURE')
+        ? Response.json({ code: 'facilitator_unavailable', detail: 'The facilitator did not answer.' }, { status: 503 })
+        : paymentRequired(body),
+    )
+    const response = await wrapFetch(fetch, { account, budget: { perRequest: '$0.05' } })(url)
+    expect(requests).toHaveLength(2)
+    expect(response.status).toBe(503)
+    expect(getPaymentResult(response)).toMatchObject({ paid: false, reason: 'payment_unconfirmed', payer: account.address })
+  })
+
   it('reports a failed settlement as a rejected payment', async () => {
     const failed = { success: false, errorReason: 'invalid_exact_evm_insufficient_balance', transaction: '', network: 'eip155:31337' }
     const body = required([offer('$0.01')])

@@ -184,6 +184,14 @@ async function outcome(answer: Response, chosen: Chosen, payload: Record<string,
   }
   const payer = settlement?.payer ?? payerOf(payload)
   const base = { ...chosen, ...(settlement && { settlement }), ...(payer && { payer }) }
+  // A server fault after the payment was sent (its facilitator down, say) is no proof of payment either way.
+  if (answer.status >= 500 && !settlement?.success)
+    return {
+      ...base,
+      paid: false,
+      reason: 'payment_unconfirmed',
+      error: (await readServerError(answer)) ?? `The server answered ${answer.status}.`,
+    }
   if (answer.status === 402 || settlement?.success === false) {
     const reason = settlement?.errorReason ?? (answer.status === 402 ? await readServerError(answer) : undefined)
     return { ...base, paid: false, reason: 'payment_rejected', error: reason ?? error ?? `The server answered ${answer.status}.` }

@@ -97,11 +97,13 @@ export function createPaywall(config: PaywallConfig): Paywall {
     audience: config.credentials?.audience,
   })
   const gate = config.credentials && credentialGate(config.credentials)
-  const facilitator = resolveFacilitator(config.facilitator)
+  const timeouts = { verify: config.timeoutMs?.verify ?? defaults.verifyMs, settle: config.timeoutMs?.settle ?? defaults.settleMs }
+  // Given a URL, the HTTP client waits as long as the paywall does: a shorter wait would withhold
+  // the content of a settlement that is still being mined.
+  const facilitator = resolveFacilitator(config.facilitator, Math.max(timeouts.verify, timeouts.settle))
   const maxHeaderBytes = config.maxPaymentHeaderBytes ?? defaults.maxPaymentHeaderBytes
   if (!Number.isInteger(maxHeaderBytes) || maxHeaderBytes <= 0)
     throw new PaywallConfigError('maxPaymentHeaderBytes must be a positive integer.')
-  const timeouts = { verify: config.timeoutMs?.verify ?? defaults.verifyMs, settle: config.timeoutMs?.settle ?? defaults.settleMs }
   const onError =
     config.onError ?? ((error, where) => console.error(`[x402kit paywall] ${where.operation} failed on ${where.route}`, error))
 
@@ -275,7 +277,7 @@ function privateCacheControl(value: string | null): string {
   return directives.join(', ')
 }
 
-function resolveFacilitator(facilitator: FacilitatorClient | string): FacilitatorClient {
+function resolveFacilitator(facilitator: FacilitatorClient | string, timeoutMs: number): FacilitatorClient {
   if (typeof facilitator !== 'string') {
     if (typeof facilitator?.verify !== 'function' || typeof facilitator.settle !== 'function')
       throw new PaywallConfigError('The facilitator is neither a URL nor an object with verify and settle.', {
@@ -289,7 +291,8 @@ function resolveFacilitator(facilitator: FacilitatorClient | string): Facilitato
     })
   // Loaded on first use: the server role reaches the facilitator's HTTP client only when given a URL.
   let client: Promise<FacilitatorClient> | undefined
-  const load = () => (client ??= import('../facilitator/http.ts').then(({ httpFacilitator }) => httpFacilitator(facilitator)))
+  const load = () =>
+    (client ??= import('../facilitator/http.ts').then(({ httpFacilitator }) => httpFacilitator(facilitator, { timeoutMs })))
   return {
     verify: async (payment) => (await load()).verify(payment),
     settle: async (payment) => (await load()).settle(payment),
