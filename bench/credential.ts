@@ -1,7 +1,7 @@
 /**
  * Credential figures (issue 3, "Access credentials"): what one credential check costs, and how fast a
  * Hono paywall route answers on a credential next to the same price paid per request with `exact`,
- * in the same run. Standalone for now:
+ * in the same run. Part of `npm run bench`, and on its own:
  *
  *   npx tsx bench/credential.ts [--quick]      (BENCH_SECONDS, BENCH_CONCURRENCY override)
  *

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: our stack and the reference x402 SDK side by side on the local chain, in one run.
  *
- *   npm run bench               full run (8 s per point at block time 0, 12 s at 2 s; about 5 minutes)
+ *   npm run bench               full run (8 s per point at block time 0, 12 s at 2 s; about 6 minutes)
  *   npm run bench -- --quick    smoke run (short points, fewer payers)
  *
  * Environment: BENCH_SECONDS (seconds per point, every block time), BENCH_RUNS (latency-split runs),
@@ -10,6 +10,7 @@
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
+import { renderCredentialFigures, runCredentialBench } from './credential.ts'
 import { latencySplit, type Split } from './latency.ts'
 import { type Point, runPoint } from './load.ts'
 import { machine, type Report, render, rps } from './report.ts'
@@ -63,6 +64,10 @@ async function main(): Promise<void> {
     elapsedMs: performance.now() - startedAt,
   }
   console.log(render(report))
+  // Access credentials have no counterpart in the reference: they are measured against our own
+  // per-request `exact` payments on the same machine in the same run.
+  progress('access credentials: check cost, and credential-path requests next to per-request exact')
+  console.log(`\n6. Access credentials\n\n${renderCredentialFigures(await runCredentialBench(progress))}`)
 }
 
 /**
