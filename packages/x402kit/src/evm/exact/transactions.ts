@@ -66,16 +66,13 @@ export async function waitFor(context: Context, state: NetworkState, hash: Hash)
   let signed = state.unmined.get(hash)
   const started = Date.now()
   let lastSent = started
-  let lastBlock = -1n
+  // Quick looks first (a chain that mines at once answers within milliseconds), then every polling interval.
+  let delay = Math.min(20, state.pollingIntervalMs)
   try {
     while (Date.now() - started < context.receiptTimeoutMs) {
-      const block = await state.client.getBlockNumber({ cacheTime: state.pollingIntervalMs }).catch(() => undefined)
-      if (block === undefined || block !== lastBlock) {
-        for (const candidate of hashes) {
-          const receipt = await receiptOf(state, candidate)
-          if (receipt) return await confirmed(context, state, receipt, started)
-        }
-        if (block !== undefined) lastBlock = block
+      for (const candidate of hashes) {
+        const receipt = await receiptOf(state, candidate)
+        if (receipt) return await confirmed(context, state, receipt, started)
       }
       if (signed && hashes.length <= maxReplacements && Date.now() - lastSent >= context.replaceAfterMs) {
         const replacement = await replace(state, signed)
@@ -85,7 +82,8 @@ export async function waitFor(context: Context, state: NetworkState, hash: Hash)
         }
         lastSent = Date.now()
       }
-      await sleep(state.pollingIntervalMs)
+      await sleep(delay)
+      delay = Math.min(delay * 2, state.pollingIntervalMs)
     }
     return { status: 'pending', hash: hashes.at(-1)!, message: `No receipt within ${context.receiptTimeoutMs} ms.` }
   } catch (error) {
