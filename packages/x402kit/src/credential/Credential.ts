@@ -8,7 +8,8 @@
  * allow list: `none` and `HS*` are never accepted), picks keys only from issuers it trusts, and maps
  * every failure to a stable reason code.
  */
-import { decodeJwt, decodeProtectedHeader, errors, type JWTPayload, jwtVerify, SignJWT } from 'jose'
+import type { KeyObject } from 'node:crypto'
+import { decodeJwt, type JWTPayload, SignJWT } from 'jose'
 import { z } from 'zod'
 import { Reason } from '../core/Errors.ts'
 import { atomicAmount, caip2, text } from '../core/PaymentRequirements.ts'
@@ -78,11 +79,13 @@ export async function verify(
   const allowed: readonly string[] = options.algorithms ?? algorithms
   if (typeof token !== 'string' || token.length > maxLength)
     return refuse(Reason.credentialInvalid, `The credential is longer than ${maxLength} characters.`)
-  let header: ReturnType<typeof decodeProtectedHeader>
+  const parts = token.split('.')
+  let header: { alg?: unknown; kid?: unknown; typ?: unknown; [name: string]: unknown }
   let unverified: JWTPayload
   try {
-    header = decodeProtectedHeader(token)
-    unverified = decodeJwt(token)
+    if (parts.length !== 3) throw new Error('not three parts')
+    header = json(parts[0]!)
+    unverified = json(parts[1]!)
   } catch {
     return refuse(Reason.credentialInvalid, 'The credential is not a JWT.')
   }
@@ -95,21 +98,20 @@ export async function verify(
   const issuer = unverified.iss
   if (typeof issuer !== 'string' || !options.trust.trusts(issuer))
     return refuse(Reason.credentialUntrustedIssuer, 'The credential is from an issuer this server does not trust.')
-  const key = await options.trust.key(issuer, header)
+  const key = await options.trust.key(issuer, { alg: header.alg, ...(typeof header.kid === 'string' && { kid: header.kid }) })
   if (!key) return refuse(Reason.credentialInvalid, 'The credential is signed by a key its issuer does not publish.')
-  let payload: JWTPayload
-  try {
-    ;({ payload } = await jwtVerify(token, key, {
-      algorithms: [...allowed],
-      issuer,
-      audience: options.audience,
-      typ: tokenType,
-      requiredClaims: ['exp', 'iat', 'jti', 'sub'],
-      ...(options.now && { currentDate: new Date(options.now()) }),
-    }))
-  } catch (error) {
-    return refuse(...reasonOf(error))
-  }
+  if (header.typ !== tokenType) return refuse(Reason.credentialInvalid, `The token's type is not "${tokenType}".`)
+  // An extension the verifier would have to understand (RFC 7515 §4.1.11) is one it does not.
+  if ('crit' in header || 'b64' in header) return refuse(Reason.credentialInvalid, 'The credential uses a JWS extension.')
+  if (!(await signatureVerifies(token, key, header.alg as Algorithm).catch(() => false)))
+    return refuse(Reason.credentialInvalid, 'The credential signature does not verify.')
+  const payload = unverified
+  const now = Math.floor((options.now?.() ?? Date.now()) / 1000)
+  if (typeof payload.exp !== 'number') return refuse(Reason.credentialInvalid, 'The credential has no expiry.')
+  if (payload.exp <= now) return refuse(Reason.credentialExpired, 'The credential has expired.')
+  if (typeof payload.nbf === 'number' && payload.nbf > now) return refuse(Reason.credentialInvalid, 'The credential is not valid yet.')
+  const audiences = Array.isArray(payload.aud) ? payload.aud : [payload.aud]
+  if (!audiences.includes(options.audience)) return refuse(Reason.credentialAudienceMismatch, 'The credential is for another server.')
   const claims = claimsSchema.safeParse(payload)
   if (!claims.success)
     return refuse(Reason.credentialInvalid, `The credential's claims do not match the schema at ${claims.error.issues[0]?.path.join('.')}.`)
@@ -129,18 +131,53 @@ export function decode(token: string): Claims | undefined {
   }
 }
 
-function reasonOf(error: unknown): [Reason, string] {
-  if (error instanceof errors.JWTExpired) return [Reason.credentialExpired, 'The credential has expired.']
-  if (error instanceof errors.JOSEAlgNotAllowed)
-    return [Reason.credentialAlgorithm, 'The credential is signed with an algorithm not allowed.']
-  if (error instanceof errors.JWTClaimValidationFailed) {
-    if (error.claim === 'aud') return [Reason.credentialAudienceMismatch, 'The credential is for another server.']
-    if (error.claim === 'iss') return [Reason.credentialUntrustedIssuer, 'The credential is from an issuer this server does not trust.']
-    return [Reason.credentialInvalid, `The credential's "${error.claim}" is not acceptable: ${error.reason}.`]
+/**
+ * Checks a JWS signature with Node's own crypto, synchronously: about twice as fast as WebCrypto for
+ * Ed25519, which keeps a credential check under a tenth of a millisecond. Elsewhere (a browser, an
+ * edge runtime) WebCrypto does it. The key must be of the header's algorithm, so no key is ever used
+ * with an algorithm the token picked.
+ */
+async function signatureVerifies(token: string, key: CryptoKey, alg: Algorithm): Promise<boolean> {
+  const dot = token.lastIndexOf('.')
+  const data = encoder.encode(token.slice(0, dot))
+  const signature = base64url(token.slice(dot + 1))
+  if (signature.length !== 64) return false
+  const node = await nodeCrypto()
+  if (node) {
+    const keyObject = keyObjects.get(key) ?? node.KeyObject.from(key)
+    keyObjects.set(key, keyObject)
+    if (alg === 'EdDSA') return keyObject.asymmetricKeyType === 'ed25519' && node.verify(null, data, keyObject, signature)
+    return (
+      keyObject.asymmetricKeyType === 'ec' &&
+      keyObject.asymmetricKeyDetails?.namedCurve === 'prime256v1' &&
+      node.verify('sha256', data, { key: keyObject, dsaEncoding: 'ieee-p1363' }, signature)
+    )
   }
-  if (error instanceof errors.JWSSignatureVerificationFailed) return [Reason.credentialInvalid, 'The credential signature does not verify.']
-  return [Reason.credentialInvalid, 'The credential could not be verified.']
+  const algorithm = alg === 'EdDSA' ? { name: 'Ed25519' } : { name: 'ECDSA', hash: 'SHA-256' }
+  if (key.algorithm.name !== (alg === 'EdDSA' ? 'Ed25519' : 'ECDSA')) return false
+  return crypto.subtle.verify(algorithm, key, signature, data)
 }
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder('utf-8', { fatal: true })
+
+function base64url(text: string): Uint8Array<ArrayBuffer> {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error('not base64url')
+  if (typeof Buffer === 'function') return new Uint8Array(Buffer.from(text, 'base64url'))
+  const binary = atob(text.replaceAll('-', '+').replaceAll('_', '/'))
+  return Uint8Array.from(binary, (char) => char.charCodeAt(0))
+}
+
+/** A JWS part: base64url of a UTF-8 JSON object. */
+function json<value>(part: string): value {
+  const parsed: unknown = JSON.parse(decoder.decode(base64url(part)))
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object')
+  return parsed as value
+}
+
+const keyObjects = new WeakMap<CryptoKey, KeyObject>()
+let nodeModule: Promise<typeof import('node:crypto') | undefined> | undefined
+const nodeCrypto = () => (nodeModule ??= import('node:crypto').catch(() => undefined))
 
 function refuse(reason: Reason, message: string): Verified {
   return { ok: false, reason, message }
