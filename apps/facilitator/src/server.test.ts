@@ -114,6 +114,40 @@ describe('startFacilitatorService', () => {
     expect(await settling).toMatchObject({ success: true, transaction: '0x1' })
   })
 
+  it('counts and times every answer by scheme, network and outcome at /metrics', async () => {
+    service = await start(fakeScheme())
+    const client = httpFacilitator(service.url)
+    await client.verify(payment('0xm1'))
+    await client.verify(payment('0xm1')) // the same authorization again: refused with its reason
+    await client.settle(payment('0xm1'))
+    const response = await fetch(`${service.url}/metrics`)
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain/)
+    const text = await response.text()
+    const labels = `scheme="exact",network="${network}"`
+    expect(text).toContain(`x402_facilitator_answers_total{operation="verify",${labels},outcome="valid"} 1`)
+    expect(text).toContain(`x402_facilitator_answers_total{operation="verify",${labels},outcome="invalid_exact_evm_nonce_already_used"} 1`)
+    expect(text).toContain(`x402_facilitator_answers_total{operation="settle",${labels},outcome="settled"} 1`)
+    expect(text).toMatch(new RegExp(`x402_facilitator_answer_seconds_count\\{operation="settle",${labels},outcome="settled"\\} 1`))
+    expect(text).toContain('x402_facilitator_process_resident_memory_bytes')
+  })
+
+  it('is ready while its database answers, and not once it is closing', async () => {
+    service = await start(fakeScheme(300))
+    expect((await fetch(`${service.url}/ready`)).status).toBe(200)
+    const settling = httpFacilitator(service.url).settle(payment('0xr1'))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const closed = service.close()
+    // Closing: new connections are refused or answered 503; the settlement in progress still finishes.
+    const ready = await fetch(`${service.url}/ready`).then(
+      (answer) => answer.status,
+      () => 'refused',
+    )
+    expect([503, 'refused']).toContain(ready)
+    expect(await settling).toMatchObject({ success: true })
+    await closed
+    service = undefined
+  })
+
   it('reports an unreachable database on /health', async () => {
     service = await start(fakeScheme())
     await service.database.close()

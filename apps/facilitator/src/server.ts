@@ -8,6 +8,7 @@ import type { SchemeFacilitator } from 'x402kit'
 import { type CredentialKeyRing, credentialKeys, generateCredentialKey } from 'x402kit/credential'
 import { createFacilitator, type Facilitator, type FacilitatorConfig } from 'x402kit/facilitator'
 import { type Config, ConfigError, type ConfigInput, parseConfig, variables } from './config.ts'
+import { serviceMetrics } from './metrics.ts'
 import { type Database, openDatabase } from './store/database.ts'
 import { loadCredentialKeys, rotateCredentialKeys } from './store/keys.ts'
 import { migrate, sqlStore } from './store/sql.ts'
@@ -56,7 +57,9 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
   try {
     await migrate(database)
     keys = await credentialKeyRing(config, database)
+    const metrics = serviceMetrics()
     const facilitator = createFacilitator({
+      observe: metrics.observe,
       ...options.facilitator,
       schemes,
       store: sqlStore(database),
@@ -65,8 +68,17 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
         keys && { credentials: { issuer: config.credentials.issuer, ttlSeconds: config.credentials.ttlSeconds, keys: keys.ring } }),
     })
 
-    const fetch = (request: Request) =>
-      request.method === 'GET' && new URL(request.url).pathname === '/health' ? health(database) : facilitator.handler(request)
+    let closing: Promise<void> | undefined
+    const operations: Record<string, () => Promise<Response>> = {
+      '/health': () => health(database),
+      // Ready: the database answers and the service is not shutting down.
+      '/ready': async () => (closing ? problem(503, 'shutting_down', 'The service is shutting down.') : health(database)),
+      '/metrics': () => metrics.response(),
+    }
+    const fetch = (request: Request) => {
+      const operation = request.method === 'GET' ? operations[new URL(request.url).pathname] : undefined
+      return operation ? operation() : facilitator.handler(request)
+    }
     const server = serve({ fetch, port: config.port, hostname: config.host })
     const address = await new Promise<AddressInfo>((resolve, reject) => {
       server.once('listening', () => resolve(server.address() as AddressInfo))
@@ -74,7 +86,6 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
     })
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address
 
-    let closing: Promise<void> | undefined
     return {
       url: `http://${host}:${address.port}`,
       facilitator,
@@ -132,15 +143,13 @@ async function health(database: Database): Promise<Response> {
     await database.query('SELECT 1')
     return Response.json({ status: 'ok', database: database.kind })
   } catch {
-    const problem = {
-      type: 'about:blank',
-      title: 'Service Unavailable',
-      status: 503,
-      detail: 'The database does not answer.',
-      code: 'database_unavailable',
-    }
-    return new Response(JSON.stringify(problem), { status: 503, headers: { 'content-type': 'application/problem+json' } })
+    return problem(503, 'database_unavailable', 'The database does not answer.')
   }
+}
+
+function problem(status: number, code: string, detail: string): Response {
+  const body = { type: 'about:blank', title: 'Service Unavailable', status, detail, code }
+  return new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/problem+json' } })
 }
 
 async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {

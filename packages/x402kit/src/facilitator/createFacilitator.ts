@@ -5,7 +5,7 @@
  * access credentials) on Web `Request`/`Response`.
  */
 import { BaseError, Reason } from '../core/Errors.ts'
-import type { FacilitatorClient, SupportedResponse } from '../core/Facilitator.ts'
+import type { FacilitatorClient, Payment, SupportedResponse } from '../core/Facilitator.ts'
 import * as Network from '../core/Network.ts'
 import type { SchemeFacilitator } from '../core/Scheme.ts'
 import { type CredentialIssuerConfig, credentialIssuer } from './credentials.ts'
@@ -32,7 +32,12 @@ export type FacilitatorConfig = {
   now?: () => number
   /** Issue access credentials for offers that ask for them (`extra.grant`) once their payment settles. */
   credentials?: CredentialIssuerConfig
+  /** Told of every verification and settlement answered, with its outcome and duration: the hook for metrics. */
+  observe?: (event: Observation) => void
 }
+
+/** One answered verification or settlement. `outcome` is `valid`/`settled`, or the reason code of the refusal. */
+export type Observation = { operation: 'verify' | 'settle'; scheme: string; network: string; outcome: string; seconds: number }
 
 export type Facilitator = FacilitatorClient & {
   /** The HTTP API on Web `Request`/`Response`, for any server that speaks them. */
@@ -87,9 +92,38 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
     credentials,
   }
 
+  async function timed<answer>(
+    operation: Observation['operation'],
+    payment: Payment,
+    run: () => Promise<answer>,
+    outcomeOf: (answer: answer) => string,
+  ) {
+    if (!config.observe) return run()
+    const started = performance.now()
+    const answer = await run()
+    try {
+      const { scheme, network } = payment.requirements
+      config.observe({ operation, scheme, network, outcome: outcomeOf(answer), seconds: (performance.now() - started) / 1000 })
+    } catch (error) {
+      onError(error, { operation })
+    }
+    return answer
+  }
   const client: FacilitatorClient = {
-    verify: (payment) => verify(context, payment),
-    settle: (payment) => settle(context, payment),
+    verify: (payment) =>
+      timed(
+        'verify',
+        payment,
+        () => verify(context, payment),
+        (answer) => (answer.isValid ? 'valid' : (answer.invalidReason ?? 'invalid')),
+      ),
+    settle: (payment) =>
+      timed(
+        'settle',
+        payment,
+        () => settle(context, payment),
+        (answer) => (answer.success ? 'settled' : (answer.errorReason ?? 'failed')),
+      ),
     supported: async () => supported(config.schemes, credentials.jwks !== undefined),
   }
   return {
