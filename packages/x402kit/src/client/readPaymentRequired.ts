@@ -5,6 +5,7 @@
  */
 import { z } from 'zod'
 import * as Base64Json from '../core/Base64Json.ts'
+import { readBody } from '../core/Body.ts'
 import { BaseError } from '../core/Errors.ts'
 import { HttpHeader } from '../core/HttpHeader.ts'
 import * as PaymentRequired from '../core/PaymentRequired.ts'
@@ -88,26 +89,11 @@ async function readJson(response: Response): Promise<unknown> {
 }
 
 async function readText(response: Response, limit: number): Promise<string | undefined> {
-  const length = Number(response.headers.get('content-length') ?? 0)
-  if (length > limit) {
-    discard(response)
+  try {
+    return await readBody(response.body, limit, response.headers.get('content-length'))
+  } catch {
     return undefined
   }
-  if (!response.body) return ''
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let total = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    total += value.byteLength
-    if (total > limit) {
-      reader.cancel().catch(() => {})
-      return undefined
-    }
-    chunks.push(value)
-  }
-  return new TextDecoder().decode(Buffer.concat(chunks))
 }
 
 /**

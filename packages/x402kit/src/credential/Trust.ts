@@ -4,8 +4,10 @@
  * issuer, so tokens with made-up key ids cannot make the server fetch per request. A stale cache is
  * refreshed in the background while its keys keep serving.
  */
+
 import { createLocalJWKSet, type JWK, type JWTVerifyGetKey } from 'jose'
 import { z } from 'zod'
+import { readBody } from '../core/Body.ts'
 import { BaseError } from '../core/Errors.ts'
 import type { JsonWebKeySet } from './Keys.ts'
 
@@ -152,23 +154,5 @@ async function fetchJson(fetch: typeof globalThis.fetch, url: string, timeoutMs:
     await response.body?.cancel()
     throw new Error(`status ${response.status}`)
   }
-  const length = Number(response.headers.get('content-length') ?? 0)
-  if (length > maxBytes) {
-    await response.body?.cancel()
-    throw new Error('too large')
-  }
-  const reader = response.body?.getReader()
-  const chunks: Uint8Array[] = []
-  let total = 0
-  for (;;) {
-    const chunk = await reader?.read()
-    if (!chunk || chunk.done) break
-    total += chunk.value.byteLength
-    if (total > maxBytes) {
-      await reader?.cancel()
-      throw new Error('too large')
-    }
-    chunks.push(chunk.value)
-  }
-  return JSON.parse(Buffer.concat(chunks).toString('utf8'))
+  return JSON.parse(await readBody(response.body, maxBytes, response.headers.get('content-length')))
 }

@@ -7,11 +7,11 @@
  * stable `code`. Every answer is JSON.
  */
 import type { z } from 'zod'
+import { readBody } from '../core/Body.ts'
 import { BaseError, Reason } from '../core/Errors.ts'
 import { type FacilitatorClient, toPayment, type VerifyRequest, verifyRequest } from '../core/Facilitator.ts'
 import type { JsonWebKeySet } from '../credential/Keys.ts'
 import { failure, invalid } from './internal/context.ts'
-import { readBody } from './internal/readBody.ts'
 
 /** The problem codes of the HTTP API, each with its status. A shipped code never changes. */
 export const problems = {

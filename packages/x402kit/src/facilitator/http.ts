@@ -5,6 +5,7 @@
  * `FacilitatorUnavailableError`, never mistaken for a payment verdict.
  */
 import type { z } from 'zod'
+import { readBody } from '../core/Body.ts'
 import { BaseError, Reason } from '../core/Errors.ts'
 import {
   type FacilitatorClient,
@@ -16,7 +17,6 @@ import {
   type VerifyResponse,
   verifyResponse,
 } from '../core/Facilitator.ts'
-import { readBody } from './internal/readBody.ts'
 
 export type HttpFacilitatorOptions = {
   /** Deadline of each call, body included. Default 10 s. */

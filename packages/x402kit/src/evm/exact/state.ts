@@ -18,6 +18,7 @@ import {
 import { privateKeyToAccount } from 'viem/accounts'
 import { BaseError } from '../../core/Errors.ts'
 import type { Network } from '../../core/Network.ts'
+import { checkChain as checkChainOnce } from '../Chain.ts'
 import * as NonceManager from '../NonceManager.ts'
 
 export type ExactEvmNetworkConfig = {
@@ -177,21 +178,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
 
 /** Resolves once the RPC endpoint has been seen to serve the configured chain (checked once). */
 export function checkChain(state: NetworkState): Promise<void> {
-  state.chainChecked ??= state.client.getChainId().then(
-    (id) => {
-      if (id !== state.chainId)
-        throw new ConfigError(
-          `The RPC endpoint of ${state.network} serves chain ${id}.`,
-          undefined,
-          'Point rpcUrl at a node of that chain.',
-        )
-    },
-    (error) => {
-      state.chainChecked = undefined
-      throw error
-    },
-  )
-  return state.chainChecked
+  return checkChainOnce(state, (message) => new ConfigError(message, undefined, 'Point rpcUrl at a node of that chain.'))
 }
 
 export class ConfigError extends BaseError {

@@ -5,6 +5,7 @@
 import { type Chain, createPublicClient, defineChain, type HttpTransport, http, type PublicClient } from 'viem'
 import { BaseError } from '../../core/Errors.ts'
 import type { Network } from '../../core/Network.ts'
+import { checkChain as checkChainOnce } from '../Chain.ts'
 import * as Proof from './Proof.ts'
 
 export type TxproofEvmNetworkConfig = {
@@ -63,17 +64,7 @@ export function createContext(config: TxproofEvmFacilitatorConfig): Context {
 
 /** Resolves once the RPC endpoint has been seen to serve the configured chain (checked once). */
 export function checkChain(state: NetworkState): Promise<void> {
-  state.chainChecked ??= state.client.getChainId().then(
-    (id) => {
-      if (id !== state.chainId)
-        throw new ConfigError(`The RPC endpoint of ${state.network} serves chain ${id}.`, 'Point rpcUrl at a node of that chain.')
-    },
-    (error) => {
-      state.chainChecked = undefined
-      throw error
-    },
-  )
-  return state.chainChecked
+  return checkChainOnce(state, (message) => new ConfigError(message, 'Point rpcUrl at a node of that chain.'))
 }
 
 export class ConfigError extends BaseError {

@@ -1,4 +1,8 @@
-import { BaseError } from '../../core/Errors.ts'
+/**
+ * Body: reading an HTTP body from outside with a byte cap, so no peer can make us hold more than we
+ * asked for. Shared by every role that reads one (requests, facilitator answers, 402 bodies, key sets).
+ */
+import { BaseError } from './Errors.ts'
 
 export class BodyTooLargeError extends BaseError {
   override name = 'BodyTooLargeError'
@@ -27,7 +31,8 @@ export class BodyEncodingError extends BaseError {
 export async function readBody(body: ReadableStream<Uint8Array> | null, maxBytes: number, contentLength?: string | null): Promise<string> {
   const declared = contentLength ? Number(contentLength) : Number.NaN
   if (Number.isFinite(declared) && declared > maxBytes) {
-    await body?.cancel().catch(() => {})
+    // Not awaited: cancelling one branch of a tee (a cloned response) settles only once the other is done too.
+    body?.cancel().catch(() => {})
     throw new BodyTooLargeError(maxBytes, declared)
   }
   if (!body) return ''
@@ -39,7 +44,7 @@ export async function readBody(body: ReadableStream<Uint8Array> | null, maxBytes
     if (done) break
     total += value.byteLength
     if (total > maxBytes) {
-      await reader.cancel().catch(() => {})
+      reader.cancel().catch(() => {})
       throw new BodyTooLargeError(maxBytes)
     }
     chunks.push(value)
