@@ -1,7 +1,15 @@
 import net from 'node:net'
 import { type Hex, parseEther, parseEventLogs, parseSignature, toHex } from 'viem'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Devnet, type DevnetAccount, PERMIT_TOKEN_ABI, PERMIT_TOKEN_DOMAIN, startDevnet, USDC_ABI } from './index.ts'
+import {
+  type Devnet,
+  type DevnetAccount,
+  PERMIT_TOKEN_ABI,
+  PERMIT_TOKEN_DOMAIN,
+  SETTLEMENT_BATCHER_ADDRESS,
+  startDevnet,
+  USDC_ABI,
+} from './index.ts'
 
 const TRANSFER_WITH_AUTHORIZATION = {
   TransferWithAuthorization: [
@@ -185,6 +193,12 @@ describe('startDevnet', () => {
         args: [spender.address, 1n],
       }),
     ).rejects.toThrow(/OwnableUnauthorizedAccount/)
+  })
+
+  it('deploys SettlementBatcher at its fixed address, after PUSD', async () => {
+    expect(devnet.batcher).toBe('0x610178dA211FEF7D417bC0e6FeD39F05609AD788')
+    expect(devnet.batcher).toBe(SETTLEMENT_BATCHER_ADDRESS)
+    expect(await devnet.publicClient.getCode({ address: devnet.batcher })).toMatch(/^0x[0-9a-f]{200,}$/)
   })
 
   it('sets code and mines blocks', async () => {

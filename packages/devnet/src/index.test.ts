@@ -8,6 +8,7 @@ it('exports', () => {
       "FIAT_TOKEN_ABI",
       "PERMIT_TOKEN_ABI",
       "PERMIT_TOKEN_DOMAIN",
+      "SETTLEMENT_BATCHER_ADDRESS",
       "USDC_ABI",
       "startDevnet",
     ]

@@ -1,12 +1,13 @@
 /**
- * A local chain for the demo and tests: anvil with Circle's real USDC (FiatTokenV2_2) and our
- * permit-only PermitToken (PUSD) deployed, and funded accounts.
+ * A local chain for the demo and tests: anvil with Circle's real USDC (FiatTokenV2_2), our
+ * permit-only PermitToken (PUSD) and our SettlementBatcher deployed, and funded accounts.
  *
  * Accounts are anvil's deterministic dev accounts (mnemonic "test test … junk"):
  * - index 0: `deployer` — deploys USDC and holds every token role (owner, master minter, minter,
- *   pauser, blacklister, lost-and-found), then deploys and owns PUSD. Both deploy at fixed nonces
- *   before any mint (USDC's proxy at 2, PUSD at 9), so `usdc` and `permitToken` always have the same
- *   addresses.
+ *   pauser, blacklister, lost-and-found), then deploys and owns PUSD, then deploys SettlementBatcher
+ *   (no owner). All deploy at fixed nonces before any mint (USDC's proxy at 2, PUSD at 9, the batcher
+ *   at 10), so `usdc` (0x9fE4…a6e0), `permitToken` (0x8A79…C318) and `batcher`
+ *   (`SETTLEMENT_BATCHER_ADDRESS`, 0x6101…D788) always have the same addresses.
  * - index 1: FiatTokenProxy admin; the proxy refuses token calls from it, so it is not handed out.
  * - index 2 onwards: `accounts`, funded with ETH by anvil and with USDC and PUSD at startup.
  */
@@ -32,10 +33,12 @@ import { anvil } from 'viem/chains'
 import { anvilPrivateKeys, CHAIN_ID, startAnvil } from './anvil.ts'
 import { createBatch } from './batch.ts'
 import { checkPermitToken, deployPermitToken, queuePermitTokenMint } from './permitToken.ts'
+import { checkSettlementBatcher, deploySettlementBatcher } from './settlementBatcher.ts'
 import { checkUsdc, deployUsdc, queueUsdcMint, USDC_ABI, USDC_ADMIN_ABI, USDC_MIN_BLOCK_GAS_LIMIT } from './usdc.ts'
 
 export { ANVIL_MNEMONIC } from './anvil.ts'
 export { PERMIT_TOKEN_ABI, PERMIT_TOKEN_DOMAIN } from './permitToken.ts'
+export { SETTLEMENT_BATCHER_ADDRESS } from './settlementBatcher.ts'
 export { FIAT_TOKEN_ABI, USDC_ABI } from './usdc.ts'
 
 export type DevnetOptions = {
@@ -64,6 +67,8 @@ export type Devnet = {
   usdc: Address
   /** PermitToken (PUSD): EIP-2612 permit, no EIP-3009; call it with `PERMIT_TOKEN_ABI`. */
   permitToken: Address
+  /** SettlementBatcher (`SETTLEMENT_BATCHER_ADDRESS`): `settle(token, authorizations)` runs many EIP-3009 transfers in one transaction. */
+  batcher: Address
   accounts: DevnetAccount[]
   deployer: DevnetAccount
   publicClient: PublicClient<HttpTransport, Chain>
@@ -88,7 +93,7 @@ const clientOptions = { pollingInterval: 50, cacheTime: 0 }
 const RESERVED_ACCOUNTS = 2
 
 /**
- * Starts anvil, deploys USDC and PUSD, and funds accounts.
+ * Starts anvil, deploys USDC, PUSD and SettlementBatcher, and funds accounts.
  *
  * @example
  * import { startDevnet } from '@x402kit/devnet'
@@ -121,10 +126,11 @@ export async function startDevnet(options: DevnetOptions = {}): Promise<Devnet> 
     const accounts = accountKeys.map(toAccount)
     const mine = async (blocks = 1) => testClient.mine({ blocks })
 
-    // One batch of pre-signed transactions: both deployments first, at fixed nonces, then the mints.
+    // One batch of pre-signed transactions: the deployments first, at fixed nonces, then the mints.
     const batch = await createBatch(testClient, privateKeyToAccount(deployerKey))
     const usdc = await deployUsdc(batch, { proxyAdmin: toAccount(proxyAdminKey).address })
     const permitToken = await deployPermitToken(batch)
+    const batcher = await deploySettlementBatcher(batch)
     for (const { address } of accounts) {
       await queueUsdcMint(batch, usdc, address, usdcPerAccount)
       await queuePermitTokenMint(batch, permitToken, address, permitTokenPerAccount)
@@ -133,6 +139,7 @@ export async function startDevnet(options: DevnetOptions = {}): Promise<Devnet> 
     await Promise.all([
       checkUsdc(testClient, usdc, usdcPerAccount * BigInt(accounts.length)),
       checkPermitToken(testClient, permitToken, permitTokenPerAccount * BigInt(accounts.length)),
+      checkSettlementBatcher(testClient, batcher),
     ])
 
     const minter = walletClient(deployerKey)
@@ -156,6 +163,7 @@ export async function startDevnet(options: DevnetOptions = {}): Promise<Devnet> 
       chain,
       usdc,
       permitToken,
+      batcher,
       accounts,
       deployer,
       publicClient,
