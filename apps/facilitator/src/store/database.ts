@@ -5,9 +5,9 @@
 import { mkdirSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
-import type { Queryable } from './sql.ts'
+import type { Queryable, Transactional } from './sql.ts'
 
-export type Database = Queryable & {
+export type Database = Transactional & {
   readonly kind: 'postgres' | 'pglite'
   close(): Promise<void>
 }
@@ -29,7 +29,29 @@ export async function openDatabase(options: { databaseUrl?: string | undefined; 
     // An idle client losing its connection is reported here; without a listener it would end the process.
     pool.on('error', () => {})
     let ended: Promise<void> | undefined
-    return { kind: 'postgres', query: (sql, params) => pool.query(sql, params), close: () => (ended ??= pool.end()) }
+    return {
+      kind: 'postgres',
+      query: (sql, params) => pool.query(sql, params),
+      async transaction(run) {
+        const client = await pool.connect()
+        let broken = false
+        try {
+          await client.query('BEGIN')
+          const result = await run({ query: (sql, params) => client.query(sql, params) })
+          await client.query('COMMIT')
+          return result
+        } catch (error) {
+          await client.query('ROLLBACK').catch(() => {
+            broken = true
+          })
+          throw error
+        } finally {
+          // A connection that could not even roll back is not handed to the next caller.
+          client.release(broken)
+        }
+      },
+      close: () => (ended ??= pool.end()),
+    }
   }
   let db: PGlite
   if (options.dataDir) {
@@ -37,5 +59,10 @@ export async function openDatabase(options: { databaseUrl?: string | undefined; 
     db = await PGlite.create(options.dataDir)
   } else db = await PGlite.create()
   let closed: Promise<void> | undefined
-  return { kind: 'pglite', query: (sql, params) => db.query(sql, params), close: () => (closed ??= db.close()) }
+  return {
+    kind: 'pglite',
+    query: (sql, params) => db.query(sql, params),
+    transaction: (run) => db.transaction((tx) => run({ query: (sql, params) => tx.query(sql, params) })),
+    close: () => (closed ??= db.close()),
+  }
 }

@@ -5,12 +5,19 @@
  * `UPDATE … WHERE`, which PostgreSQL re-checks on the latest row version under concurrent writers.
  */
 import { BaseError } from 'x402kit'
-import type { SettlementCondition, SettlementPatch, SettlementRecord, SettlementStore } from 'x402kit/facilitator'
+import type { SettlementCondition, SettlementPatch, SettlementQueue, SettlementStore } from 'x402kit/facilitator'
 import { credentialKeysMigration } from './keys.ts'
+import { type QueueOptions, queueMigration, sqlQueue } from './queue.ts'
+import { columns, readRecord, toRecord } from './records.ts'
 
 /** What the store needs of a database; a `pg` `Pool` and a `PGlite` both have it. */
 export type Queryable = {
   query(sql: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }>
+}
+
+/** A database that can also run statements in one transaction (on one connection). */
+export type Transactional = Queryable & {
+  transaction<result>(run: (db: Queryable) => Promise<result>): Promise<result>
 }
 
 /** Each migration runs once per database, in order; a shipped one never changes. */
@@ -38,6 +45,8 @@ export const migrations = [
   { version: 2, sql: credentialKeysMigration },
   // The payload that claimed a key: stored results are answered to that payload only.
   { version: 3, sql: 'ALTER TABLE payments ADD COLUMN payload_hash text;' },
+  // The settlement pipeline: the queue, batches, signer leases and each payer's unsettled value.
+  { version: 4, sql: queueMigration },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.
@@ -67,8 +76,6 @@ export async function migrate(db: Queryable): Promise<void> {
     })
 }
 
-const columns = `key, network, scheme, payer, amount::text AS amount, asset, pay_to, payload_hash, status, "transaction", error_reason, result, created_at, updated_at`
-
 const fields = {
   network: 'network',
   scheme: 'scheme',
@@ -96,13 +103,11 @@ const fields = {
  * const store = sqlStore(db)
  * ```
  */
-export function sqlStore(db: Queryable): SettlementStore {
-  async function get(key: string): Promise<SettlementRecord | undefined> {
-    const { rows } = await db.query(`SELECT ${columns} FROM payments WHERE key = $1`, [key])
-    return rows[0] && toRecord(rows[0])
-  }
+export function sqlStore(db: Transactional, options: QueueOptions = {}): SettlementStore & SettlementQueue {
+  const get = (key: string) => readRecord(db, key)
 
   return {
+    ...sqlQueue(db, options),
     get,
 
     async reserve(key, record) {
@@ -167,24 +172,4 @@ function toColumn(field: keyof SettlementPatch, value: unknown): unknown {
   if (field === 'updatedAt') return new Date(value as number)
   if (field === 'result') return JSON.stringify(value)
   return value
-}
-
-function toRecord(row: Record<string, unknown>): SettlementRecord {
-  const optional = (value: unknown) => (value === null || value === undefined ? undefined : (value as string))
-  return {
-    key: row.key as string,
-    network: row.network as string,
-    scheme: row.scheme as string,
-    payer: optional(row.payer),
-    amount: row.amount as string,
-    asset: row.asset as string,
-    payTo: row.pay_to as string,
-    payloadHash: optional(row.payload_hash),
-    status: row.status as SettlementRecord['status'],
-    transaction: optional(row.transaction),
-    errorReason: optional(row.error_reason),
-    result: (row.result ?? undefined) as SettlementRecord['result'],
-    createdAt: (row.created_at as Date).getTime(),
-    updatedAt: (row.updated_at as Date).getTime(),
-  }
 }

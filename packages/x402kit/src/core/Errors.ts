@@ -67,6 +67,10 @@ export const Reason = {
   unexpectedSettleError: 'unexpected_settle_error',
   invalidTransactionState: 'invalid_transaction_state',
   settlementPending: 'settlement_pending',
+  /** The payer's queued, unsettled value to the payee would pass the cap the seller set (`enqueue`). */
+  unsettledCap: 'payer_unsettled_cap',
+  /** The payment's authorization was used on chain by another transaction, which did not pay this offer. */
+  authorizationUsedElsewhere: 'authorization_used_elsewhere',
   unsupportedPayloadType: 'unsupported_payload_type',
   assetNotDeployedContract: 'asset_not_deployed_contract',
   eip6492FactoryNotAllowed: 'eip6492_factory_not_allowed',

@@ -59,6 +59,24 @@ export type FacilitatorClient = {
   verify(payment: Payment): Promise<VerifyResponse>
   settle(payment: Payment): Promise<SettleResponse>
   supported(): Promise<SupportedResponse>
+  /**
+   * Queues a payment for settlement and answers once it is durably queued, before it settles (an
+   * x402kit extension, `POST /enqueue`). `success` means queued (`extensions.settlement.status` is
+   * `queued`) or already settled; `maxUnsettled` caps, in atomic units, the value the payer may have
+   * queued and unsettled to the payee, past which the answer is `payer_unsettled_cap`.
+   */
+  enqueue?(payment: Payment, options?: EnqueueOptions): Promise<SettleResponse>
+}
+
+export type EnqueueOptions = { maxUnsettled?: string | undefined }
+
+/** The `extensions.settlement` of an answer to `enqueue` for a payment waiting in the queue. */
+export const queuedExtension = { status: 'queued' } as const
+
+/** Whether an answer to `enqueue` says the payment is queued, not yet settled. */
+export function isQueued(response: SettleResponse): boolean {
+  const settlement = response.extensions?.settlement as { status?: unknown } | undefined
+  return response.success && settlement?.status === 'queued'
 }
 
 /**

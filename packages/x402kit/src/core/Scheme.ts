@@ -2,6 +2,7 @@
  * Scheme: the contract every way of paying fulfils, once per role. A scheme is registered by
  * `(scheme, network)`; adding one touches its own folder only.
  */
+import type { SettlementQueue } from '../facilitator/Queue.ts'
 import type { FacilitatorClient, Payment, SettleResponse, VerifyResponse } from './Facilitator.ts'
 import type { Price } from './Money.ts'
 import type { Asset, Network } from './Network.ts'
@@ -47,6 +48,53 @@ export type SchemeFacilitator = {
   signers(network: Network): string[]
   /** `extra` advertised in `/supported` for a network. */
   extra?(network: Network): Record<string, unknown> | undefined
+  /** Settlement in batches through a durable queue, where the scheme offers it (`facilitator/Queue.ts`). */
+  readonly pipeline?: SchemePipeline
 }
+
+/** A scheme's settlement pipeline: workers that take queued payments in batches and settle them. */
+export type SchemePipeline = {
+  /** Whether a payment can be settled in a batch; the others are settled one by one by `settle`. */
+  accepts(payment: Payment): boolean
+  /** Starts the workers on a queue. */
+  start(queue: SettlementQueue, hooks: PipelineHooks): PipelineWorkers
+}
+
+export type PipelineHooks = {
+  /** Names this process in signer leases; a restarted process with the same name takes its leases back at once. */
+  owner: string
+  /** Called with each settled payment's answer before it is recorded, e.g. to add an access credential. */
+  finish(payment: Payment, result: SettleResponse): Promise<SettleResponse>
+  /** Told of payments whose outcome was recorded (settled or failed), so that waiting requests answer at once. */
+  recorded(keys: readonly string[]): void
+  /** What the workers do: batches, gas, queue depth, signer balances. */
+  event(event: PipelineEvent): void
+  log(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>): void
+}
+
+export type PipelineWorkers = {
+  /** A payment was queued on `network`: a worker that is waiting looks now. */
+  wake(network: string): void
+  /** Stops taking batches, lets the ones in flight finish (up to `graceMs`), releases the leases. */
+  stop(options?: { graceMs?: number }): Promise<void>
+}
+
+/** What a pipeline reports, for metrics and logs. */
+export type PipelineEvent =
+  | { type: 'queue'; network: string; depth: number; oldestAgeSeconds: number }
+  | {
+      type: 'batch'
+      network: string
+      signer: string
+      size: number
+      outcome: 'mined' | 'reverted' | 'dropped'
+      gasUsed: bigint
+      gasCostWei: bigint
+      seconds: number
+    }
+  | { type: 'item'; network: string; outcome: string }
+  | { type: 'signer'; network: string; address: string; balanceWei: bigint; nonce: number; low: boolean }
+  | { type: 'replaced'; network: string; signer: string }
+  | { type: 'reorg'; network: string; payments: number }
 
 export type { FacilitatorClient }

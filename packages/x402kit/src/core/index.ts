@@ -1,6 +1,6 @@
 export * as Base64Json from './Base64Json.ts'
 export { BaseError, isReason, ParseError, Reason } from './Errors.ts'
-export type { FacilitatorClient, Payment, SettleResponse, SupportedResponse, VerifyResponse } from './Facilitator.ts'
+export type { EnqueueOptions, FacilitatorClient, Payment, SettleResponse, SupportedResponse, VerifyResponse } from './Facilitator.ts'
 export * as Facilitator from './Facilitator.ts'
 export { HttpHeader } from './HttpHeader.ts'
 export type { Price } from './Money.ts'
@@ -10,4 +10,12 @@ export * as Network from './Network.ts'
 export * as PaymentPayload from './PaymentPayload.ts'
 export * as PaymentRequired from './PaymentRequired.ts'
 export * as PaymentRequirements from './PaymentRequirements.ts'
-export type { SchemeClient, SchemeFacilitator, SchemeServer } from './Scheme.ts'
+export type {
+  PipelineEvent,
+  PipelineHooks,
+  PipelineWorkers,
+  SchemeClient,
+  SchemeFacilitator,
+  SchemePipeline,
+  SchemeServer,
+} from './Scheme.ts'

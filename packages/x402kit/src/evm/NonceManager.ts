@@ -17,6 +17,11 @@ export type NonceManager = {
   release(nonce: number): void
   /** Re-reads the chain after a nonce conflict; the sequence only ever moves forward. */
   resync(): Promise<void>
+  /**
+   * Forgets the sequence, so that the next `resync` takes the chain's count as it is, even lower:
+   * after a reorganisation took mined transactions out of the chain.
+   */
+  rewind(): void
 }
 
 /**
@@ -73,6 +78,10 @@ export function create(pendingCount: () => Promise<number>): NonceManager {
       }
     },
     resync: load,
+    rewind() {
+      next = undefined
+      gaps = []
+    },
   }
 }
 

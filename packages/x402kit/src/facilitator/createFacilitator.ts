@@ -6,11 +6,13 @@
  */
 import { BaseError, Reason } from '../core/Errors.ts'
 import type { FacilitatorClient, Payment, SupportedResponse } from '../core/Facilitator.ts'
+import * as Money from '../core/Money.ts'
 import * as Network from '../core/Network.ts'
-import type { SchemeFacilitator } from '../core/Scheme.ts'
+import type { PipelineEvent, PipelineWorkers, SchemeFacilitator } from '../core/Scheme.ts'
 import { type CredentialIssuerConfig, credentialIssuer } from './credentials.ts'
 import { createHandler } from './handler.ts'
 import type { Context } from './internal/context.ts'
+import { isQueue } from './Queue.ts'
 import { memoryStore, type SettlementStore } from './Store.ts'
 import { settle } from './settle.ts'
 import { verify } from './verify.ts'
@@ -34,20 +36,39 @@ export type FacilitatorConfig = {
   credentials?: CredentialIssuerConfig
   /** Told of every verification and settlement answered, with its outcome and duration: the hook for metrics. */
   observe?: (event: Observation) => void
+  /**
+   * The settlement pipeline, for schemes that offer one and a store that is a `SettlementQueue`
+   * (`memoryStore` and the service's SQL store are): accepted payments are queued and settled in batches.
+   */
+  pipeline?: {
+    /** Default true when the store is a queue. */
+    enabled?: boolean
+    /** This process's name in signer leases; keep it across restarts to take the leases back at once. Default: random. */
+    owner?: string
+    /** How long `settle` waits for a queued payment's outcome before answering `settlement_pending`. Default 60 s. */
+    settleWaitMs?: number
+    /** Told of what the workers do: batches, gas, queue depth, signer balances. */
+    onEvent?: (event: PipelineEvent) => void
+    /** The workers' log lines. Default: warnings and errors to the console. */
+    log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void
+  }
 }
 
 /** One answered verification or settlement. `outcome` is `valid`/`settled`, or the reason code of the refusal. */
-export type Observation = { operation: 'verify' | 'settle'; scheme: string; network: string; outcome: string; seconds: number }
+export type Observation = { operation: 'verify' | 'settle' | 'enqueue'; scheme: string; network: string; outcome: string; seconds: number }
 
-export type Facilitator = FacilitatorClient & {
+export type Facilitator = Required<FacilitatorClient> & {
   /** The HTTP API on Web `Request`/`Response`, for any server that speaks them. */
   handler(request: Request): Promise<Response>
+  /** Stops the settlement pipeline's workers, letting batches in flight finish for up to `graceMs`. */
+  close(options?: { graceMs?: number }): Promise<void>
 }
 
 const defaults = {
   maxBodyBytes: 64 * 1024,
   verifyTtlMs: 120_000,
   pendingWaitMs: 5_000,
+  settleWaitMs: 60_000,
 } as const
 
 /**
@@ -80,16 +101,48 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
 
   const now = config.now ?? Date.now
   const credentials = credentialIssuer(config.credentials, { now, onError: (error) => onError(error, { operation: 'settle' }) })
+  const store = config.store ?? memoryStore()
+  const queue = config.pipeline?.enabled !== false && isQueue(store) ? store : undefined
+  const workers = new Map<SchemeFacilitator, PipelineWorkers>()
   const context: Context = {
     route: ({ scheme, network }) =>
       byKind.get(`${scheme} ${network}`) ?? (names.has(scheme) ? Reason.invalidNetwork : Reason.unsupportedScheme),
-    store: config.store ?? memoryStore(),
+    store,
     now,
     verifyTtlMs: config.verifyTtlMs ?? defaults.verifyTtlMs,
     pendingWaitMs: config.pendingWaitMs ?? defaults.pendingWaitMs,
     inflight: new Map(),
     onError,
     credentials,
+    queue,
+    settleWaitMs: config.pipeline?.settleWaitMs ?? defaults.settleWaitMs,
+    waiters: new Map(),
+    wake: (scheme, network) => workers.get(scheme)?.wake(network),
+  }
+  if (queue) {
+    const owner = config.pipeline?.owner ?? `facilitator-${crypto.randomUUID()}`
+    const log = config.pipeline?.log ?? defaultLog
+    for (const scheme of new Set(config.schemes)) {
+      if (!scheme.pipeline) continue
+      workers.set(
+        scheme,
+        scheme.pipeline.start(queue, {
+          owner,
+          finish: (payment, result) => credentials.issue(payment, result),
+          recorded(keys) {
+            for (const key of keys) for (const wake of context.waiters.get(key) ?? []) wake()
+          },
+          event(event) {
+            try {
+              config.pipeline?.onEvent?.(event)
+            } catch (error) {
+              onError(error, { operation: 'settle' })
+            }
+          },
+          log,
+        }),
+      )
+    }
   }
 
   async function timed<answer>(
@@ -105,7 +158,7 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
       const { scheme, network } = payment.requirements
       config.observe({ operation, scheme, network, outcome: outcomeOf(answer), seconds: (performance.now() - started) / 1000 })
     } catch (error) {
-      onError(error, { operation })
+      onError(error, { operation: operation === 'verify' ? 'verify' : 'settle' })
     }
     return answer
   }
@@ -125,11 +178,40 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
         (answer) => (answer.success ? 'settled' : (answer.errorReason ?? 'failed')),
       ),
     supported: async () => supported(config.schemes, credentials.jwks !== undefined),
+    enqueue: (payment, options) =>
+      timed(
+        'enqueue',
+        payment,
+        async () => {
+          let cap: bigint | undefined
+          try {
+            cap = options?.maxUnsettled === undefined ? undefined : Money.parseAtomic(options.maxUnsettled)
+          } catch {
+            return {
+              success: false,
+              errorReason: Reason.invalidPaymentRequirements,
+              errorMessage: 'maxUnsettled must be a whole number of atomic units.',
+              transaction: '',
+              network: payment.requirements?.network ?? '',
+            }
+          }
+          return settle(context, payment, { kind: 'queue', cap })
+        },
+        (answer) => (answer.success ? 'queued' : (answer.errorReason ?? 'failed')),
+      ),
   }
   return {
-    ...client,
+    ...(client as Required<FacilitatorClient>),
     handler: createHandler(client, { maxBodyBytes: config.maxBodyBytes ?? defaults.maxBodyBytes, onError, jwks: credentials.jwks }),
+    async close(options) {
+      await Promise.all([...workers.values()].map((running) => running.stop(options)))
+    },
   }
+}
+
+function defaultLog(level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) {
+  if (level === 'info') return
+  console[level](`[x402kit pipeline] ${message}`, fields ?? '')
 }
 
 /**

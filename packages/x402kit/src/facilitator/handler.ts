@@ -83,6 +83,7 @@ export function createHandler(
       },
     ],
     ['/supported', { GET: async () => json(await client.supported()) }],
+    ...(client.enqueue ? [enqueueRoute(client.enqueue, options.maxBodyBytes)] : []),
     ['/health', { GET: async () => json({ status: 'ok' }) }],
   ])
   const { jwks } = options
@@ -114,7 +115,32 @@ export function createHandler(
   }
 }
 
+/** `POST /enqueue` (an x402kit extension): a settle request, with an optional `maxUnsettled` in atomic units. */
+function enqueueRoute(enqueue: NonNullable<FacilitatorClient['enqueue']>, maxBodyBytes: number): [string, Route] {
+  return [
+    '/enqueue',
+    {
+      async POST(request) {
+        const { body, extra } = await readRequestWith(request, maxBodyBytes)
+        const payment = toPayment(body)
+        if (!payment) return json(failure(Reason.invalidNetwork, body.paymentRequirements.network, unknownNetwork(body)))
+        const cap = extra.maxUnsettled
+        if (cap !== undefined && typeof cap !== 'string')
+          throw new ProblemError('invalid_request', 'maxUnsettled must be a string of atomic units.')
+        const result = await enqueue(payment, cap === undefined ? {} : { maxUnsettled: cap })
+        if (body.x402Version === 1 && result.network === payment.requirements.network)
+          return json({ ...result, network: body.paymentRequirements.network })
+        return json(result)
+      },
+    },
+  ]
+}
+
 async function readRequest(request: Request, maxBytes: number): Promise<VerifyRequest> {
+  return (await readRequestWith(request, maxBytes)).body
+}
+
+async function readRequestWith(request: Request, maxBytes: number): Promise<{ body: VerifyRequest; extra: Record<string, unknown> }> {
   let text: string
   try {
     text = await readBody(request.body, maxBytes, request.headers.get('content-length'))
@@ -132,7 +158,7 @@ async function readRequest(request: Request, maxBytes: number): Promise<VerifyRe
   }
   const parsed = verifyRequest.safeParse(json)
   if (!parsed.success) throw new ProblemError('invalid_request', describe(json, parsed.error))
-  return parsed.data
+  return { body: parsed.data, extra: json as Record<string, unknown> }
 }
 
 /** The one issue worth reporting: for a union, the branch of the version the request names. */

@@ -62,12 +62,13 @@ export function httpFacilitator(url: string | URL, options: HttpFacilitatorOptio
   const fetch = options.fetch ?? globalThis.fetch
 
   async function call<schema extends z.ZodType>(
-    path: 'verify' | 'settle' | 'supported',
+    path: 'verify' | 'settle' | 'supported' | 'enqueue',
     schema: schema,
     payment?: Payment,
+    extra?: Record<string, unknown>,
   ): Promise<z.output<schema>> {
     const endpoint = `${base}/${path}`
-    const headers = typeof options.headers === 'function' ? await options.headers(path) : options.headers
+    const headers = typeof options.headers === 'function' ? await options.headers(path === 'enqueue' ? 'settle' : path) : options.headers
     const signal = AbortSignal.timeout(timeoutMs)
     let status: number
     let text: string
@@ -76,7 +77,7 @@ export function httpFacilitator(url: string | URL, options: HttpFacilitatorOptio
         method: payment ? 'POST' : 'GET',
         headers: { accept: 'application/json', ...(payment && { 'content-type': 'application/json' }), ...headers },
         ...(payment && {
-          body: JSON.stringify({ x402Version: 2, paymentPayload: payment.payload, paymentRequirements: payment.requirements }),
+          body: JSON.stringify({ x402Version: 2, paymentPayload: payment.payload, paymentRequirements: payment.requirements, ...extra }),
         }),
         signal,
       })
@@ -98,6 +99,12 @@ export function httpFacilitator(url: string | URL, options: HttpFacilitatorOptio
         cause,
       })
     }
+    // Only x402kit facilitators queue payments; any other answers 404 (or 405) to the path.
+    if (path === 'enqueue' && (status === 404 || status === 405))
+      throw new BaseError(`The facilitator at ${base} does not queue payments (POST /enqueue answered ${status}).`, {
+        code: 'enqueue_not_supported',
+        hint: 'Settle before the response, or use an x402kit facilitator.',
+      })
     const parsed = schema.safeParse(json)
     const ok = status >= 200 && status < 300
     // Some facilitators answer an invalid payment with a 4xx carrying the verdict: it is still a verdict.
@@ -115,6 +122,13 @@ export function httpFacilitator(url: string | URL, options: HttpFacilitatorOptio
     verify: (payment): Promise<VerifyResponse> => call('verify', verifyResponse, payment),
     settle: (payment): Promise<SettleResponse> => call('settle', settleResponse, payment),
     supported: (): Promise<SupportedResponse> => call('supported', supportedResponse),
+    enqueue: (payment, enqueueOptions): Promise<SettleResponse> =>
+      call(
+        'enqueue',
+        settleResponse,
+        payment,
+        enqueueOptions?.maxUnsettled === undefined ? {} : { maxUnsettled: enqueueOptions.maxUnsettled },
+      ),
   }
 }
 

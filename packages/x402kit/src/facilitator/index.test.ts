@@ -7,6 +7,7 @@ it('exports', () => {
       "FacilitatorUnavailableError",
       "createFacilitator",
       "httpFacilitator",
+      "isQueue",
       "memoryStore",
     ]
   `)

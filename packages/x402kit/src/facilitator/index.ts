@@ -2,6 +2,16 @@ export { createFacilitator, type Facilitator, type FacilitatorConfig, type Obser
 export type { CredentialIssuerConfig, IssuedCredential } from './credentials.ts'
 export { FacilitatorUnavailableError, type HttpFacilitatorOptions, httpFacilitator } from './http.ts'
 export {
+  type Batch,
+  type BatchTransaction,
+  type EnqueueResult,
+  type Exposure,
+  isQueue,
+  type PaymentOutcome,
+  type QueuedPayment,
+  type SettlementQueue,
+} from './Queue.ts'
+export {
   memoryStore,
   type SettlementCondition,
   type SettlementPatch,

@@ -7,14 +7,21 @@
  *   before the scheme sends anything, and holds the outcome before anyone is answered;
  * - a settled or failed key answers its stored result without touching the chain, and a key another
  *   instance is settling is watched for a while, then answered `settlement_pending`.
+ *
+ * A payment the scheme's pipeline accepts is not settled here but queued (`Queue.ts`): `settle`
+ * then waits for the outcome the pipeline records, and `enqueue` answers as soon as it is queued.
  */
 import { Reason } from '../core/Errors.ts'
-import type { Payment, SettleResponse, VerifyResponse } from '../core/Facilitator.ts'
+import { type Payment, queuedExtension, type SettleResponse, type VerifyResponse } from '../core/Facilitator.ts'
 import type { SchemeFacilitator } from '../core/Scheme.ts'
 import { alreadyUsed, type Context, failure, newRecord, payloadHash, samePayment } from './internal/context.ts'
+import type { SettlementQueue } from './Queue.ts'
 import type { SettlementPatch, SettlementRecord } from './Store.ts'
 
-export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
+/** `wait`: answer with the settlement's outcome (`/settle`); `queue`: answer once durably queued (`/enqueue`). */
+export type SettleMode = { kind: 'wait' } | { kind: 'queue'; cap?: bigint | undefined }
+
+export async function settle(context: Context, payment: Payment, mode: SettleMode = { kind: 'wait' }): Promise<SettleResponse> {
   const { network } = payment.requirements
   const scheme = context.route(payment.requirements)
   if (typeof scheme === 'string') return failure(scheme, network, `No scheme "${payment.requirements.scheme}" on ${network}.`)
@@ -31,14 +38,113 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
   // Nothing identifies the money movement, so there is nothing to deduplicate on: the scheme decides.
   if (key === undefined) return send(context, scheme, payment)
 
-  const running = context.inflight.get(key)
+  const queue = context.queue && scheme.pipeline?.accepts(payment) ? context.queue : undefined
+  // Requests that want the outcome and requests that want the queueing join their own kind only.
+  const flight = `${queue ? mode.kind : 'wait'} ${key}`
+  const running = context.inflight.get(flight)
   if (running)
     return samePayment({ ...running.requirements, payloadHash: running.payloadHash }, payment)
       ? running.result
       : failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
-  const result = settleOnce(context, scheme, key, payment).finally(() => context.inflight.delete(key))
-  context.inflight.set(key, { requirements: payment.requirements, payloadHash: payloadHash(payment), result })
+  const result = (queue ? settleQueued(context, queue, scheme, key, payment, mode) : settleOnce(context, scheme, key, payment)).finally(
+    () => context.inflight.delete(flight),
+  )
+  context.inflight.set(flight, { requirements: payment.requirements, payloadHash: payloadHash(payment), result })
   return result
+}
+
+/**
+ * Settlement through the pipeline: the payment is queued (from `verified`, or checked and queued in
+ * one go), then the outcome the pipeline records is awaited, or, for `enqueue`, the queueing answered.
+ */
+async function settleQueued(
+  context: Context,
+  queue: SettlementQueue,
+  scheme: SchemeFacilitator,
+  key: string,
+  payment: Payment,
+  mode: SettleMode,
+): Promise<SettleResponse> {
+  const { network } = payment.requirements
+  const taken = () => failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
+  for (let round = 0; round < 3; round++) {
+    const existing = await context.store.get(key)
+    if (existing && !samePayment(existing, payment)) return taken()
+    switch (existing?.status) {
+      case 'settled':
+      case 'failed':
+        return stored(existing, network)
+      case 'settling':
+        return awaitSettlement(context, key, existing, network)
+      case 'queued':
+      case 'submitted':
+        return mode.kind === 'wait' ? awaitOutcome(context, key, network) : queuedAnswer(existing, network)
+    }
+    let payer = existing?.payer
+    if (!existing) {
+      const checked = await checkValid(context, scheme, key, payment)
+      if ('refusal' in checked) return checked.refusal
+      payer = checked.payer
+    }
+    const record = newRecord(key, payment, 'queued', payer, context.now())
+    let result: Awaited<ReturnType<SettlementQueue['enqueue']>>
+    try {
+      result = await queue.enqueue(record, payment, mode.kind === 'queue' && mode.cap !== undefined ? { cap: mode.cap } : {})
+    } catch (error) {
+      context.onError(error, { operation: 'settle', key })
+      return failure(Reason.unexpectedSettleError, network, 'The payment could not be queued; nothing was charged.', payer)
+    }
+    if (result.queued) {
+      context.wake(scheme, network)
+      return mode.kind === 'wait' ? awaitOutcome(context, key, network) : queuedAnswer(record, network)
+    }
+    if ('cap' in result)
+      return failure(
+        Reason.unsettledCap,
+        network,
+        'The payer has as much unsettled value queued to this payee as the seller allows; settle before answering.',
+        payer,
+      )
+  }
+  return failure(Reason.settlementPending, network)
+}
+
+function queuedAnswer(record: SettlementRecord, network: string): SettleResponse {
+  return {
+    success: true,
+    transaction: '',
+    network,
+    ...(record.payer && { payer: record.payer }),
+    amount: record.amount,
+    extensions: { settlement: { ...queuedExtension } },
+  }
+}
+
+/**
+ * Waits for the pipeline to record a queued payment's outcome: woken at once by a worker of this
+ * process, and looking at the store every second for one of another instance.
+ */
+async function awaitOutcome(context: Context, key: string, network: string): Promise<SettleResponse> {
+  const deadline = Date.now() + context.settleWaitMs
+  for (;;) {
+    const record = await context.store.get(key)
+    if (record && (record.status === 'settled' || record.status === 'failed')) return stored(record, network)
+    const remaining = deadline - Date.now()
+    if (remaining <= 0)
+      return failure(Reason.settlementPending, network, 'The payment is queued for settlement; ask again shortly.', record?.payer)
+    await new Promise<void>((resolve) => {
+      const waiters = context.waiters.get(key) ?? new Set()
+      context.waiters.set(key, waiters)
+      const done = () => {
+        clearTimeout(timer)
+        waiters.delete(done)
+        if (waiters.size === 0 && context.waiters.get(key) === waiters) context.waiters.delete(key)
+        resolve()
+      }
+      const timer = setTimeout(done, Math.min(remaining, 1_000))
+      waiters.add(done)
+    })
+  }
 }
 
 async function settleOnce(context: Context, scheme: SchemeFacilitator, key: string, payment: Payment): Promise<SettleResponse> {
@@ -46,8 +152,8 @@ async function settleOnce(context: Context, scheme: SchemeFacilitator, key: stri
   // As in verify, only a payment the scheme finds valid may claim a key: a forged payment over a key
   // anyone can read (a txproof transaction hash is public) would otherwise spend it for the real payer.
   if (!(await context.store.get(key))) {
-    const refusal = await refuseInvalid(context, scheme, key, payment)
-    if (refusal) return refusal
+    const checked = await checkValid(context, scheme, key, payment)
+    if ('refusal' in checked) return checked.refusal
   }
   // Two rounds suffice: a lost race for `verified → settling` leaves the record `settling` or later.
   for (let round = 0; round < 3; round++) {
@@ -71,28 +177,24 @@ async function settleOnce(context: Context, scheme: SchemeFacilitator, key: stri
   return failure(Reason.settlementPending, network)
 }
 
-/** The answer to a payment the scheme finds invalid, with nothing recorded; `undefined` when it is valid. */
-async function refuseInvalid(
+/** The scheme's verdict on a payment nobody verified first: its payer, or the answer refusing it (nothing recorded). */
+async function checkValid(
   context: Context,
   scheme: SchemeFacilitator,
   key: string,
   payment: Payment,
-): Promise<SettleResponse | undefined> {
+): Promise<{ payer: string | undefined } | { refusal: SettleResponse }> {
   const { network } = payment.requirements
   let verdict: VerifyResponse
   try {
     verdict = await scheme.verify(payment)
   } catch (error) {
     context.onError(error, { operation: 'settle', key })
-    return failure(Reason.unexpectedSettleError, network, 'The settlement failed unexpectedly.')
+    return { refusal: failure(Reason.unexpectedSettleError, network, 'The settlement failed unexpectedly.') }
   }
-  if (verdict.isValid) return undefined
-  return failure(
-    verdict.invalidReason ?? Reason.unexpectedSettleError,
-    network,
-    verdict.invalidMessage ?? undefined,
-    verdict.payer ?? undefined,
-  )
+  if (verdict.isValid) return { payer: verdict.payer ?? undefined }
+  const reason = verdict.invalidReason ?? Reason.unexpectedSettleError
+  return { refusal: failure(reason, network, verdict.invalidMessage ?? undefined, verdict.payer ?? undefined) }
 }
 
 /** Runs the scheme's settlement and records its outcome before anyone is answered. */

@@ -6,6 +6,7 @@
 import type { Payment } from '../../core/Facilitator.ts'
 import type { Network } from '../../core/Network.ts'
 import type { SchemeFacilitator } from '../../core/Scheme.ts'
+import { type BatchConfig, exactPipeline } from './batch/pipeline.ts'
 import * as Eip2612 from './Eip2612.ts'
 import * as PermitSettle from './permit/settle.ts'
 import * as PermitVerify from './permit/verify.ts'
@@ -13,6 +14,7 @@ import { settle } from './settle.ts'
 import { createContext, type ExactEvmFacilitatorConfig } from './state.ts'
 import { settlementKey as authorizationKey, verify } from './verify.ts'
 
+export type { BatchConfig } from './batch/pipeline.ts'
 export type { ExactEvmFacilitatorConfig, ExactEvmNetworkConfig } from './state.ts'
 
 /** The settlement key of an `exact` payment of either kind. */
@@ -34,9 +36,11 @@ export function settlementKey(payment: Payment): string | undefined {
  * const result = await exact.verify({ payload, requirements })
  * ```
  */
-export function exactEvmFacilitator(config: ExactEvmFacilitatorConfig): SchemeFacilitator {
+export function exactEvmFacilitator(config: ExactEvmFacilitatorConfig & { batch?: BatchConfig }): SchemeFacilitator {
   const context = createContext(config)
+  const batched = [...context.networks.values()].some((state) => state.batcher)
   return {
+    ...(batched && { pipeline: exactPipeline(context, config.batch) }),
     scheme: 'exact',
     networks: [...context.networks.keys()] as Network[],
     verify: (payment) => (isPermit(payment) ? PermitVerify.verify(context, payment) : verify(context, payment)),

@@ -31,6 +31,11 @@ export type ExactEvmNetworkConfig = {
   gasLimit?: bigint
   /** How often receipts and blocks are polled; default 250 ms. */
   pollingIntervalMs?: number
+  /**
+   * A `SettlementBatcher` contract on the network: with it, EIP-3009 payments are settled in batches
+   * through the facilitator's settlement pipeline (many payments per transaction).
+   */
+  batcher?: Address
 }
 
 export type ExactEvmFacilitatorConfig = {
@@ -88,6 +93,8 @@ export type NetworkState = {
   tokens: Map<string, Promise<TokenInfo>>
   permitTokens: Map<string, Promise<PermitTokenInfo>>
   fees: { at: number; value: Promise<Fees> } | undefined
+  /** The `SettlementBatcher` that batches are sent to, when the network has one. */
+  batcher: Address | undefined
   /** What each transaction awaiting its receipt was signed with, so that it can be replaced if it sticks. */
   unmined: Map<string, Signed>
   chainChecked: Promise<void> | undefined
@@ -158,6 +165,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       fees: undefined,
       unmined: new Map(),
       chainChecked: undefined,
+      batcher: batcherOf(network, entry.batcher),
     })
   }
   if (networks.size === 0) throw new ConfigError('No network is configured.')
@@ -174,6 +182,13 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
     replaceAfterMs: config.replaceAfterMs ?? 6_000,
     settling: new Set(),
   }
+}
+
+function batcherOf(network: string, batcher: unknown): Address | undefined {
+  if (batcher === undefined) return undefined
+  if (typeof batcher !== 'string' || !isAddress(batcher, { strict: false }))
+    throw new ConfigError(`The batcher of ${network} is not an address.`)
+  return getAddress(batcher)
 }
 
 /** Resolves once the RPC endpoint has been seen to serve the configured chain (checked once). */

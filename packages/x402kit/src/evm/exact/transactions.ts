@@ -244,7 +244,7 @@ export async function sendInOrder(
  * with the same bytes — safe, since one signed transaction can be mined at most once — and with no
  * answer again, counts as sent: the receipt (or its absence) decides.
  */
-async function broadcast(
+export async function broadcast(
   state: NetworkState,
   raw: Hex,
   hash: Hash,
@@ -280,7 +280,7 @@ async function isKnown(state: NetworkState, hash: Hash): Promise<boolean | undef
   }
 }
 
-function feesOf(state: NetworkState): Promise<Fees> {
+export function feesOf(state: NetworkState): Promise<Fees> {
   const now = Date.now()
   if (state.fees && now - state.fees.at < feeTtlMs) return state.fees.value
   const value = estimateFees(state)

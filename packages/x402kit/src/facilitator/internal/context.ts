@@ -4,6 +4,7 @@ import type { Payment, SettleResponse, VerifyResponse } from '../../core/Facilit
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
 import type { SchemeFacilitator } from '../../core/Scheme.ts'
 import type { CredentialIssuer } from '../credentials.ts'
+import type { SettlementQueue } from '../Queue.ts'
 import type { SettlementRecord, SettlementStatus, SettlementStore } from '../Store.ts'
 
 /** What the verify and settle steps share within one facilitator. */
@@ -18,6 +19,14 @@ export type Context = {
   onError(error: unknown, context: { operation: 'verify' | 'settle'; key?: string }): void
   /** Checks and honours `extra.grant`: access credentials issued once a payment settles. */
   credentials: CredentialIssuer
+  /** The store as a settlement queue, when it is one: payments a scheme's pipeline accepts are settled through it. */
+  queue: SettlementQueue | undefined
+  /** How long a settle waits for a queued payment's outcome before answering `settlement_pending`. */
+  settleWaitMs: number
+  /** Requests waiting for a queued payment's outcome, by settlement key. */
+  waiters: Map<string, Set<() => void>>
+  /** Tells the pipeline of a network that a payment was queued. */
+  wake(scheme: SchemeFacilitator, network: string): void
 }
 
 export function newRecord(
