@@ -61,7 +61,7 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
   try {
     await migrate(database)
     keys = await credentialKeyRing(config, database)
-    const metrics = serviceMetrics()
+    const metrics = serviceMetrics({ logger })
     const facilitator = createFacilitator({
       observe: metrics.observe,
       onError: (error, { operation, key }) => requestLogger(logger).error(`${operation} failed`, { operation, settlement: key, error }),
