@@ -3,18 +3,19 @@
  * the `x402 facilitator` command.
  */
 import { loadConfig } from './config.ts'
+import { createLogger, type Logger, logLevel } from './log.ts'
 import { startFacilitatorService } from './server.ts'
 
-export async function runFacilitatorService(options: { argv?: readonly string[]; log?: (line: string) => void } = {}): Promise<void> {
-  const log = options.log ?? ((line: string) => console.log(line))
+export async function runFacilitatorService(options: { argv?: readonly string[]; logger?: Logger } = {}): Promise<void> {
+  const logger = options.logger ?? createLogger({ level: logLevel() })
   const config = loadConfig({ argv: options.argv })
-  const service = await startFacilitatorService(config)
-  const networks = Object.keys(config.networks).join(', ')
-  log(`x402kit facilitator on ${service.url} (${networks}; ${service.database.kind} store)`)
+  const service = await startFacilitatorService(config, { logger })
+  logger.info('x402kit facilitator listening', { url: service.url, networks: Object.keys(config.networks), store: service.database.kind })
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', resolve)
     process.once('SIGTERM', resolve)
   })
-  log(`${signal}: finishing requests in progress, then closing`)
+  logger.info('finishing requests in progress, then closing', { signal })
   await service.close()
+  logger.info('closed')
 }

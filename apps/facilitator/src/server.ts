@@ -8,6 +8,7 @@ import type { SchemeFacilitator } from 'x402kit'
 import { type CredentialKeyRing, credentialKeys, generateCredentialKey } from 'x402kit/credential'
 import { createFacilitator, type Facilitator, type FacilitatorConfig } from 'x402kit/facilitator'
 import { type Config, ConfigError, type ConfigInput, parseConfig, variables } from './config.ts'
+import { createLogger, type Logger, logLevel, logRequests, requestLogger } from './log.ts'
 import { serviceMetrics } from './metrics.ts'
 import { type Database, openDatabase } from './store/database.ts'
 import { loadCredentialKeys, rotateCredentialKeys } from './store/keys.ts'
@@ -18,6 +19,8 @@ export type ServiceOptions = {
   schemes?: SchemeFacilitator[]
   /** Further settings of the facilitator (TTLs, error reporting). */
   facilitator?: Omit<FacilitatorConfig, 'schemes' | 'store' | 'maxBodyBytes'>
+  /** Where the service logs, one JSON line each. Default: stdout, at the level of `LOG_LEVEL` (`info`). */
+  logger?: Logger
 }
 
 export type FacilitatorService = {
@@ -46,6 +49,7 @@ export type FacilitatorService = {
  */
 export async function startFacilitatorService(input: ConfigInput, options: ServiceOptions = {}): Promise<FacilitatorService> {
   const config = parseConfig(input)
+  const logger = options.logger ?? createLogger({ level: logLevel() })
   const schemes = options.schemes ?? (await evmSchemes(config))
   if (schemes.length === 0)
     throw new ConfigError([
@@ -57,9 +61,10 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
   try {
     await migrate(database)
     keys = await credentialKeyRing(config, database)
-    const metrics = serviceMetrics()
+    const metrics = serviceMetrics({ logger })
     const facilitator = createFacilitator({
       observe: metrics.observe,
+      onError: (error, { operation, key }) => requestLogger(logger).error(`${operation} failed`, { operation, settlement: key, error }),
       ...options.facilitator,
       schemes,
       store: sqlStore(database),
@@ -79,7 +84,11 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
       const operation = request.method === 'GET' ? operations[new URL(request.url).pathname] : undefined
       return operation ? operation() : facilitator.handler(request)
     }
-    const server = serve({ fetch, port: config.port, hostname: config.host })
+    const server = serve({
+      fetch: logRequests(fetch, logger, { quiet: Object.keys(operations) }),
+      port: config.port,
+      hostname: config.host,
+    })
     const address = await new Promise<AddressInfo>((resolve, reject) => {
       server.once('listening', () => resolve(server.address() as AddressInfo))
       server.once('error', reject)
