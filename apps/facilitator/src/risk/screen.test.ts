@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { Reason } from 'x402kit'
+import { parseConfig } from '../config.ts'
 import { payerWindows } from './limits.ts'
 import { createRiskScreen, type RiskInput } from './screen.ts'
 
@@ -144,6 +145,19 @@ describe('createRiskScreen', () => {
     expect((await risk.screen(payment({ amount: max - 9n })))?.reason).toBe(Reason.payerAmountLimited)
     time.advance(1_000)
     expect(await risk.screen(payment({ amount: max }))).toBeUndefined()
+  })
+})
+
+describe('createRiskScreen from the configuration', () => {
+  it('takes the checked risk configuration as it is', async () => {
+    const { risk: config } = parseConfig({
+      risk: { maxPaymentAmount: { [usdc]: '100' }, perPayer: { windowSeconds: 60, maxAmount: { [usdc]: '150' } } },
+    })
+    const risk = createRiskScreen({ ...config, onError: () => {} })
+    expect((await risk.screen(payment({ amount: 101n })))?.reason).toBe(Reason.paymentAmountTooLarge)
+    risk.record(payment({ amount: 100n }))
+    expect((await risk.screen(payment({ amount: 51n })))?.reason).toBe(Reason.payerAmountLimited)
+    risk.close()
   })
 })
 
