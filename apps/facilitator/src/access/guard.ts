@@ -29,7 +29,7 @@ export type Merchant = { merchant: string; payTo?: readonly string[] | undefined
 export type AccessGuardOptions = {
   /** When set, every guarded request must carry `Authorization: Bearer <key>` with one of these keys. */
   apiKeys?: readonly ApiKey[] | undefined
-  /** Requests per API key (or per client address without keys), as a token bucket. */
+  /** Requests per API key (or per client address without keys; requests with neither share one bucket), as a token bucket. */
   rateLimit?: RateLimit | undefined
   /** Buckets kept at most; past it the least recently used is dropped. Default 10 000. */
   maxClients?: number | undefined

@@ -57,7 +57,7 @@ function parseJsonList(text: string): unknown[] {
 /**
  * Reads a deny-list file now, then again whenever its modification time, size or inode changes
  * (checked every `intervalMs`, so an editor's save-by-rename is seen too). A file that cannot be read
- * or parsed later keeps the last good list and goes to `onError`; one that cannot at start throws.
+ * or parsed later, or is empty, keeps the last good list and goes to `onError`; one that cannot at start throws.
  *
  * @example
  * ```ts
@@ -94,7 +94,11 @@ export function watchDenyListFile(
       const current = version(await stat(path, { bigint: true }))
       if (current !== seen || failing) {
         seen = current
-        list = parseDenyList(await readFile(path, 'utf8'))
+        const text = await readFile(path, 'utf8')
+        // An empty file is most often one being rewritten (truncated, not yet written), not a cleared list.
+        if (text.length === 0)
+          throw new BaseError('The deny-list file is empty; to clear the list, write a comment or [].', { code: 'invalid_deny_list' })
+        list = parseDenyList(text)
         failing = undefined
         onChange(list)
       }

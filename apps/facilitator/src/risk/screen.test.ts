@@ -78,9 +78,15 @@ describe('createRiskScreen', () => {
     expect(onError.mock.calls[1]![0]).toMatchObject({ code: 'invalid_deny_list', details: 'ENOENT' })
     expect((await risk.screen(payment()))?.reason).toBe(Reason.payerDenied)
 
+    // Empty, as while an editor rewrites it: not taken for a cleared list.
+    await writeFile(file, '')
+    await vi.waitFor(() => expect(onError).toHaveBeenCalledTimes(3), { timeout: 5_000, interval: 20 })
+    expect(onError.mock.calls[2]![0]).toMatchObject({ code: 'invalid_deny_list', details: expect.stringContaining('empty') })
+    expect((await risk.screen(payment()))?.reason).toBe(Reason.payerDenied)
+
     await writeFile(file, '# nobody\n')
     await vi.waitFor(async () => expect(await risk.screen(payment())).toBeUndefined(), { timeout: 5_000, interval: 20 })
-    expect(onError).toHaveBeenCalledTimes(2)
+    expect(onError).toHaveBeenCalledTimes(3)
     risk.close()
   })
 

@@ -37,7 +37,10 @@ export type RiskScreenOptions = {
 export type RiskScreen = {
   /** The refusal of a payment, or `undefined` when it may go ahead. */
   screen(input: RiskInput): Promise<Refusal | undefined>
-  /** Counts an accepted payment against its payer's limits. */
+  /**
+   * Counts an accepted payment against its payer's limits. Payments screened at once before either is
+   * recorded are not counted against each other: record as soon as a payment is accepted.
+   */
   record(input: RiskInput): void
   /** Stops watching the file and reloading the database list. */
   close(): void
