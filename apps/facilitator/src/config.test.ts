@@ -2,6 +2,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
+import { hashApiKey } from './access/guard.ts'
 import { ConfigError, loadConfig, parseConfig } from './config.ts'
 
 const key = `0x${'11'.repeat(32)}`
@@ -179,5 +180,110 @@ describe('parseConfig', () => {
       eip6492Factories: [],
     })
     expect(issues(() => parseConfig({ port: -1 }))).toEqual(['port: Too small: expected number to be >=0'])
+  })
+})
+
+describe('risk and access', () => {
+  const usdc = '0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913'
+  const payTo = '0x209693Bc6afc0C5328bA36FaF03C514EF312287C'
+  const apiKey = 'sk_live_7f3a9c1e5b2d4680aa11bb22cc33dd44'
+
+  it('reads them from a file, amounts as exact bigints and API keys as digests only', async () => {
+    const path = await file('risk.json', {
+      risk: {
+        denyListFile: '/etc/x402/deny.txt',
+        denyListReloadMs: 2_000,
+        maxPaymentAmount: { [usdc]: '1000000000000000000000000' },
+        perPayer: { windowSeconds: 60, maxPayments: 10, maxAmount: { [usdc]: '5000000' } },
+      },
+      access: {
+        apiKeys: [
+          { key: apiKey, merchant: 'shop', payTo: [payTo] },
+          { key: hashApiKey('another-key-of-16+'), merchant: 'cafe' },
+        ],
+        rateLimit: { requestsPerSecond: 0.5, burst: 5 },
+        maxClients: 1_000,
+      },
+    })
+    const config = loadConfig({ env: {}, argv: ['--config', path] })
+    expect(config.risk).toEqual({
+      denyListFile: '/etc/x402/deny.txt',
+      denyListReloadMs: 2_000,
+      maxPaymentAmount: { [usdc]: 10n ** 24n },
+      perPayer: { windowSeconds: 60, maxPayments: 10, maxAmount: { [usdc]: 5_000_000n } },
+    })
+    expect(config.access).toEqual({
+      apiKeys: [
+        { key: hashApiKey(apiKey), merchant: 'shop', payTo: [payTo] },
+        { key: hashApiKey('another-key-of-16+'), merchant: 'cafe' },
+      ],
+      rateLimit: { requestsPerSecond: 0.5, burst: 5 },
+      maxClients: 1_000,
+    })
+    expect(JSON.stringify(config.access)).not.toContain(apiKey)
+    // A checked configuration passes the check again unchanged, as startFacilitatorService does.
+    expect(parseConfig(config)).toEqual(config)
+  })
+
+  it('reads them from the environment, over the file', async () => {
+    const path = await file('access.json', { access: { rateLimit: { requestsPerSecond: 1, burst: 1 } }, risk: { denyPayTo: false } })
+    const config = loadConfig({
+      argv: ['--config', path],
+      env: {
+        X402_DENY_LIST_FILE: '/etc/x402/deny.txt',
+        X402_DENY_LIST_RELOAD_MS: '10000',
+        X402_API_KEYS: `shop=${apiKey}, cafe = ${hashApiKey('another-key-of-16+')}`,
+        X402_RATE_LIMIT_RPS: '2.5',
+      },
+    })
+    expect(config.risk).toEqual({ denyListFile: '/etc/x402/deny.txt', denyListReloadMs: 10_000, denyPayTo: false })
+    expect(config.access).toEqual({
+      apiKeys: [
+        { key: hashApiKey(apiKey), merchant: 'shop' },
+        { key: hashApiKey('another-key-of-16+'), merchant: 'cafe' },
+      ],
+      rateLimit: { requestsPerSecond: 2.5, burst: 1 },
+    })
+  })
+
+  it('names each bad key and its source, never the value', async () => {
+    const path = await file('bad-risk.json', {
+      risk: { maxPaymentAmount: { [usdc]: '1.5', USDC: '1' }, perPayer: { maxPayments: 0 } },
+      access: {
+        apiKeys: [
+          { key: 'sk_live_copied_twice_1234', merchant: 'a' },
+          { key: 'sk_live_copied_twice_1234', merchant: 'b' },
+        ],
+      },
+    })
+    const found = issues(() =>
+      loadConfig({
+        argv: ['--config', path],
+        env: { X402_API_KEYS: undefined, X402_RATE_LIMIT_RPS: '0', X402_RATE_LIMIT_BURST: 'lots', X402_DENY_LIST_RELOAD_MS: '5' },
+      }),
+    )
+    expect(found).toEqual([
+      `risk.denyListReloadMs (from X402_DENY_LIST_RELOAD_MS): Too small: expected number to be >=100`,
+      `risk.maxPaymentAmount.${usdc} (in ${path}): must be an amount in the asset’s atomic units, a whole number written as a string`,
+      `risk.maxPaymentAmount.USDC (in ${path}): must be an asset address: 0x and 40 hex digits`,
+      `risk.perPayer.windowSeconds (in ${path}): Invalid input: expected number, received undefined`,
+      `risk.perPayer.maxPayments (in ${path}): Too small: expected number to be >=1`,
+      `access.apiKeys.1.key (in ${path}): is the same key as entry 0`,
+      'access.rateLimit.requestsPerSecond (from X402_RATE_LIMIT_RPS): Too small: expected number to be >0',
+      'access.rateLimit.burst (from X402_RATE_LIMIT_BURST): Invalid input: expected number, received string',
+    ])
+    const secret = 'sk_live_short'
+    const fromEnv = issues(() => loadConfig({ argv: [], env: { X402_API_KEYS: `shop=${secret},${secret}` } }))
+    expect(fromEnv).toEqual([
+      'X402_API_KEYS: entry 2 must be merchant=key',
+      'access.apiKeys.0.key (from X402_API_KEYS): must be at least 16 characters, or sha256: and the key’s SHA-256 digest in hex',
+      'access.apiKeys.1.key (from X402_API_KEYS): must be at least 16 characters, or sha256: and the key’s SHA-256 digest in hex',
+      'access.apiKeys.1.merchant (from X402_API_KEYS): Too small: expected string to have >=1 characters',
+      'access.apiKeys.1.key (from X402_API_KEYS): is the same key as entry 0',
+    ])
+    expect(issues(() => parseConfig({ access: { apiKeys: [null as never] } }))).toEqual([
+      'access.apiKeys.0: Invalid input: expected object, received null',
+    ])
+    expect(fromEnv.join('\n')).not.toContain(secret)
   })
 })

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import type { Address, Hex } from 'viem'
 import { BaseError, Network } from 'x402kit'
 import { z } from 'zod'
+import { hashApiKey } from './access/guard.ts'
 
 const privateKey = z
   .string()
@@ -25,6 +26,83 @@ const networkConfig = z.strictObject({
   confirmations: z.number().int().min(0).max(64).optional(),
   /** How often receipts and blocks are polled, in ms. */
   pollingIntervalMs: z.number().int().min(10).max(60_000).optional(),
+})
+
+/** Atomic units per asset address, written as strings: amounts of 18-decimal tokens pass 2^53. */
+const amounts = z.record(
+  z.string().regex(/^0x[0-9a-fA-F]{40}$/, 'must be an asset address: 0x and 40 hex digits'),
+  // A bigint too, so that a checked configuration passes the check again.
+  z.union(
+    [
+      z.bigint().nonnegative(),
+      z
+        .string()
+        .regex(/^\d{1,78}$/)
+        .transform((value) => BigInt(value)),
+    ],
+    { error: 'must be an amount in the asset’s atomic units, a whole number written as a string' },
+  ),
+)
+
+const risk = z.strictObject({
+  /** Addresses refused as payer (and payTo): one a line with `#` comments, or a JSON array. Read again when it changes. */
+  denyListFile: z.string().min(1).optional(),
+  /** How often the database's `deny_list` table is read again, in ms. Default 5 s. */
+  denyListReloadMs: z.number().int().min(100).max(3_600_000).optional(),
+  /** Whether a deny-listed payTo is refused too. Default true. */
+  denyPayTo: z.boolean().optional(),
+  /** The largest single payment per asset address, in atomic units. */
+  maxPaymentAmount: amounts.optional(),
+  /** Limits per payer over a sliding window, counted by each instance on its own. */
+  perPayer: z
+    .strictObject({
+      windowSeconds: z
+        .number()
+        .int()
+        .min(1)
+        .max(31 * 24 * 3600),
+      maxPayments: z.number().int().min(1).optional(),
+      maxAmount: amounts.optional(),
+    })
+    .optional(),
+})
+
+const apiKeys = z
+  .array(
+    z.strictObject({
+      /** The key, or `sha256:` and its digest in hex; only the digest is kept. */
+      key: z
+        .string()
+        .min(16, 'must be at least 16 characters, or sha256: and the key’s SHA-256 digest in hex')
+        .max(1024, 'must be at most 1024 characters')
+        .transform(hashApiKey),
+      merchant: z.string().min(1).max(200),
+      payTo: z.array(address).min(1).optional(),
+    }),
+  )
+  .superRefine((entries, context) => {
+    const seen = new Map<string, number>()
+    for (const [index, entry] of entries.entries()) {
+      // Refinements run on entries that failed their own checks too: `[null]` reaches here.
+      if (typeof entry?.key !== 'string') continue
+      const first = seen.get(entry.key)
+      if (first !== undefined) context.addIssue({ code: 'custom', path: [index, 'key'], message: `is the same key as entry ${first}` })
+      else seen.set(entry.key, index)
+    }
+  })
+
+const access = z.strictObject({
+  /** Merchant API keys: with any, /verify, /settle and /enqueue need `Authorization: Bearer <key>`. */
+  apiKeys: apiKeys.optional(),
+  /** Requests per API key, or per client address without keys. */
+  rateLimit: z
+    .strictObject({
+      requestsPerSecond: z.number().positive().max(1_000_000),
+      burst: z.number().int().min(1).max(1_000_000),
+    })
+    .optional(),
+  /** Rate-limit buckets kept at most; past it the least recently used is dropped. Default 10 000. */
+  maxClients: z.number().int().min(1).max(10_000_000).optional(),
 })
 
 export const schema = z.strictObject({
@@ -70,6 +148,10 @@ export const schema = z.strictObject({
       algorithm: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
     })
     .optional(),
+  /** Refusals of payments by payer, payTo and amount, before they are verified or settled. */
+  risk: risk.optional(),
+  /** Who may call /verify, /settle and /enqueue, and how often. */
+  access: access.optional(),
 })
 
 export type Config = z.output<typeof schema>
@@ -89,6 +171,12 @@ export const variables = {
   eip6492Factories: 'X402_EIP6492_FACTORIES',
   maxBodyBytes: 'X402_MAX_BODY_BYTES',
   credentialIssuer: 'X402_CREDENTIAL_ISSUER',
+  denyListFile: 'X402_DENY_LIST_FILE',
+  denyListReloadMs: 'X402_DENY_LIST_RELOAD_MS',
+  /** `merchant=key` entries, comma-separated; a key may be given as `sha256:` and its digest. */
+  apiKeys: 'X402_API_KEYS',
+  rateLimitRequestsPerSecond: 'X402_RATE_LIMIT_RPS',
+  rateLimitBurst: 'X402_RATE_LIMIT_BURST',
   config: 'X402_CONFIG',
 } as const
 
@@ -131,11 +219,34 @@ export function loadConfig(options: { env?: Record<string, string | undefined>; 
     if (value) set(key, variables[key as keyof typeof scalar], kind === 'number' ? number(value) : value)
   }
   if (env[variables.eip6492Factories]) set('eip6492Factories', variables.eip6492Factories, list(env[variables.eip6492Factories]))
-  const issuer = env[variables.credentialIssuer]
-  if (issuer) {
-    raw.credentials = { ...(isRecord(raw.credentials) ? raw.credentials : {}), issuer }
-    sources.set('credentials.issuer', variables.credentialIssuer)
+  const nested = (path: [string, ...string[]], variable: string, value: unknown) => {
+    let parent = raw
+    for (const key of path.slice(0, -1)) parent = parent[key] = isRecord(parent[key]) ? { ...parent[key] } : {}
+    parent[path.at(-1)!] = value
+    sources.set(path.join('.'), variable)
   }
+  const issuer = env[variables.credentialIssuer]
+  if (issuer) nested(['credentials', 'issuer'], variables.credentialIssuer, issuer)
+  const denyListFile = env[variables.denyListFile]
+  if (denyListFile) nested(['risk', 'denyListFile'], variables.denyListFile, denyListFile)
+  const denyListReloadMs = env[variables.denyListReloadMs]
+  if (denyListReloadMs) nested(['risk', 'denyListReloadMs'], variables.denyListReloadMs, number(denyListReloadMs))
+  const keys = env[variables.apiKeys]
+  if (keys) {
+    const entries = list(keys).map((entry) => {
+      const at = entry.indexOf('=')
+      return { merchant: entry.slice(0, Math.max(at, 0)).trim(), key: entry.slice(at + 1).trim() }
+    })
+    // Only the position: the entry is a secret.
+    for (const [index, entry] of entries.entries())
+      if (!entry.merchant) issues.push(`${variables.apiKeys}: entry ${index + 1} must be merchant=key`)
+    nested(['access', 'apiKeys'], variables.apiKeys, entries)
+  }
+  const requestsPerSecond = env[variables.rateLimitRequestsPerSecond]
+  if (requestsPerSecond)
+    nested(['access', 'rateLimit', 'requestsPerSecond'], variables.rateLimitRequestsPerSecond, decimal(requestsPerSecond))
+  const burst = env[variables.rateLimitBurst]
+  if (burst) nested(['access', 'rateLimit', 'burst'], variables.rateLimitBurst, number(burst))
 
   // Network keys may be given as version 1 names ("base"); they are stored as CAIP-2.
   const networks: Record<string, Record<string, unknown>> = {}
@@ -224,6 +335,10 @@ function caip2(network: string): string {
 
 function number(value: string): number | string {
   return /^\d+$/.test(value.trim()) ? Number(value) : value
+}
+
+function decimal(value: string): number | string {
+  return /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value
 }
 
 function list(value: string | undefined): string[] {

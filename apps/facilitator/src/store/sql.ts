@@ -6,6 +6,7 @@
  */
 import { BaseError } from 'x402kit'
 import type { SettlementCondition, SettlementPatch, SettlementQueue, SettlementStore } from 'x402kit/facilitator'
+import { denyListMigration } from '../risk/denyList.ts'
 import { credentialKeysMigration } from './keys.ts'
 import { type QueueOptions, queueMigration, sqlQueue } from './queue.ts'
 import { columns, readRecord, toRecord } from './records.ts'
@@ -47,6 +48,7 @@ export const migrations = [
   { version: 3, sql: 'ALTER TABLE payments ADD COLUMN payload_hash text;' },
   // The settlement pipeline: the queue, batches, signer leases and each payer's unsettled value.
   { version: 4, sql: queueMigration },
+  { version: 6, sql: denyListMigration },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.

@@ -124,6 +124,12 @@ export const Reason = {
   facilitatorUnavailable: 'facilitator_unavailable',
   invalidPath: 'invalid_path',
   methodOverrideRefused: 'method_override_refused',
+  // facilitator risk controls (ours)
+  payerDenied: 'payer_denied',
+  payToDenied: 'pay_to_denied',
+  paymentAmountTooLarge: 'payment_amount_too_large',
+  payerRateLimited: 'payer_rate_limited',
+  payerAmountLimited: 'payer_amount_limit_exceeded',
 } as const
 
 export type Reason = (typeof Reason)[keyof typeof Reason]
