@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs'
 import type { Address, Hex } from 'viem'
 import { BaseError, Network } from 'x402kit'
 import { z } from 'zod'
+import { feesSchema } from './ledger/fees.ts'
 
 const privateKey = z
   .string()
@@ -70,6 +71,12 @@ export const schema = z.strictObject({
       algorithm: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
     })
     .optional(),
+  /**
+   * Fees per settled payment, kept in the ledger: `default` for every merchant, `merchants` by payTo
+   * address for those with their own. A policy is `{ bps }` (0–10000), `{ fixed }` (atomic units) or
+   * both, with an optional `minimum`.
+   */
+  fees: feesSchema.optional(),
 })
 
 export type Config = z.output<typeof schema>

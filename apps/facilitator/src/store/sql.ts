@@ -6,6 +6,7 @@
  */
 import { BaseError } from 'x402kit'
 import type { SettlementCondition, SettlementPatch, SettlementRecord, SettlementStore } from 'x402kit/facilitator'
+import { ledgerMigration } from '../ledger/ledger.ts'
 import { credentialKeysMigration } from './keys.ts'
 
 /** What the store needs of a database; a `pg` `Pool` and a `PGlite` both have it. */
@@ -38,6 +39,7 @@ export const migrations = [
   { version: 2, sql: credentialKeysMigration },
   // The payload that claimed a key: stored results are answered to that payload only.
   { version: 3, sql: 'ALTER TABLE payments ADD COLUMN payload_hash text;' },
+  { version: 5, sql: ledgerMigration },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.
