@@ -220,8 +220,10 @@ export function statementHandler(db: Queryable, options: StatementHandlerOptions
 
     const query: Record<string, string> = {}
     for (const [name, value] of url.searchParams) {
-      if (!(parameters as readonly string[]).includes(name))
-        return problem(400, 'invalid_statement_parameter', `Unknown parameter "${name.slice(0, 40)}"; use from, to and period.`, {}, name)
+      if (!(parameters as readonly string[]).includes(name)) {
+        const shown = name.slice(0, 40)
+        return problem(400, 'invalid_statement_parameter', `Unknown parameter "${shown}"; use from, to and period.`, {}, shown)
+      }
       if (name in query) return problem(400, 'invalid_statement_parameter', `The parameter "${name}" is given twice.`, {}, name)
       query[name] = value
     }
