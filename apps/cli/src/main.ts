@@ -5,6 +5,7 @@
  *   x402 dev [--once] [--block-time S]          local chain + facilitator + paid API + paying agent
  *   x402 pay <url> [--key K] [--max AMOUNT]     pay one URL (key from X402_PRIVATE_KEY by default)
  *   x402 facilitator [--config FILE]            run a facilitator (config from env and file)
+ *   x402 facilitator statement --merchant 0x…   a merchant's settled volume, fees and gas
  */
 import { parseArgs } from 'node:util'
 import { BaseError } from 'x402kit'
@@ -12,7 +13,9 @@ import { BaseError } from 'x402kit'
 const usage = `Usage:
   x402 dev [--once] [--block-time SECONDS] [--data-dir DIR]
   x402 pay <url> [--key 0x…] [--max AMOUNT] [-X METHOD] [-d DATA] [-H 'Name: value']
-  x402 facilitator [--config FILE]`
+  x402 facilitator [--config FILE]
+  x402 facilitator statement --merchant 0x… [--from YYYY-MM-DD] [--to YYYY-MM-DD (exclusive)]
+                             [--period day|month|all] [--json] [--config FILE]`
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
@@ -51,6 +54,23 @@ async function main(argv: string[]): Promise<number> {
       })
     }
     case 'facilitator': {
+      if (rest[0] === 'statement') {
+        const { values } = parseArgs({
+          args: rest.slice(1),
+          options: {
+            merchant: { type: 'string' },
+            from: { type: 'string' },
+            to: { type: 'string' },
+            period: { type: 'string' },
+            json: { type: 'boolean' },
+            config: { type: 'string' },
+          },
+        })
+        if (values.merchant === undefined)
+          throw new BaseError('x402 facilitator statement needs --merchant <payTo address>.', { hint: usage })
+        const { facilitatorStatement } = await import('./commands/statement.ts')
+        return await facilitatorStatement({ ...values, configFile: values.config })
+      }
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } } })
       const { runFacilitator } = await import('./commands/facilitator.ts')
       return await runFacilitator({ configFile: values.config })

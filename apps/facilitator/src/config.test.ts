@@ -287,3 +287,47 @@ describe('risk and access', () => {
     expect(fromEnv.join('\n')).not.toContain(secret)
   })
 })
+
+describe('fees', () => {
+  const merchant = '0x209693Bc6afc0C5328bA36FaF03C514EF312287C'
+
+  it('reads a default policy and per-merchant ones, keyed by lower-case address', async () => {
+    const path = await file('fees.json', {
+      fees: { default: { bps: 100 }, merchants: { [merchant]: { bps: 25, fixed: '1000', minimum: '2000' } } },
+    })
+    expect(loadConfig({ env: {}, argv: ['--config', path] }).fees).toEqual({
+      default: { bps: 100 },
+      merchants: { [merchant.toLowerCase()]: { bps: 25, fixed: '1000', minimum: '2000' } },
+    })
+    expect(parseConfig({ fees: { default: { fixed: '0' } } }).fees).toEqual({ default: { fixed: '0' } })
+    expect(parseConfig({}).fees).toBeUndefined()
+  })
+
+  it('names each bad policy and what is wrong with it', async () => {
+    const path = await file('bad-fees.json', {
+      fees: {
+        default: { bps: 1.5 },
+        merchants: {
+          [merchant]: { bps: 10_001 },
+          [merchant.toLowerCase()]: { fixed: 10 },
+          '0x12': { bps: 1 },
+          [`0x${'1'.repeat(40)}`]: { minimum: '5' },
+          [`0x${'2'.repeat(40)}`]: { bps: 1, percent: 2 },
+          [`0x${'3'.repeat(40)}`]: { fixed: '-1' },
+        },
+      },
+    })
+    expect(issues(() => loadConfig({ env: {}, argv: ['--config', path] }))).toEqual([
+      `fees.default.bps (in ${path}): must be an integer of basis points from 0 to 10000`,
+      `fees.merchants.${merchant}.bps (in ${path}): must be an integer of basis points from 0 to 10000`,
+      `fees.merchants.${merchant.toLowerCase()}.fixed (in ${path}): Invalid input: expected string, received number`,
+      `fees.merchants.0x12 (in ${path}): must be an address: 0x and 40 hex digits`,
+      `fees.merchants.0x${'1'.repeat(40)} (in ${path}): needs bps, fixed, or both`,
+      `fees.merchants.0x${'2'.repeat(40)} (in ${path}): Unrecognized key: "percent"`,
+      `fees.merchants.0x${'3'.repeat(40)}.fixed (in ${path}): must be atomic units: a decimal integer string such as "1000"`,
+    ])
+    expect(issues(() => parseConfig({ fees: { merchants: { [merchant]: { bps: 1 }, [merchant.toLowerCase()]: { bps: 2 } } } }))).toEqual([
+      `fees.merchants.${merchant.toLowerCase()}: is listed twice (addresses differ only in case)`,
+    ])
+  })
+})

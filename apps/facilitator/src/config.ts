@@ -8,6 +8,7 @@ import type { Address, Hex } from 'viem'
 import { BaseError, Network } from 'x402kit'
 import { z } from 'zod'
 import { hashApiKey } from './access/guard.ts'
+import { feesSchema } from './ledger/fees.ts'
 
 const privateKey = z
   .string()
@@ -152,6 +153,12 @@ export const schema = z.strictObject({
   risk: risk.optional(),
   /** Who may call /verify, /settle and /enqueue, and how often. */
   access: access.optional(),
+  /**
+   * Fees per settled payment, kept in the ledger: `default` for every merchant, `merchants` by payTo
+   * address for those with their own. A policy is `{ bps }` (0–10000), `{ fixed }` (atomic units) or
+   * both, with an optional `minimum`.
+   */
+  fees: feesSchema.optional(),
 })
 
 export type Config = z.output<typeof schema>

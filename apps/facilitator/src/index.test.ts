@@ -5,12 +5,22 @@ it('exports', () => {
   expect(Object.keys(service).sort()).toMatchInlineSnapshot(`
     [
       "ConfigError",
+      "StatementParameterError",
+      "apportionGas",
+      "feeFor",
+      "ledgerEntries",
       "loadConfig",
       "migrate",
       "openDatabase",
+      "policyFor",
+      "recordLedger",
       "runFacilitatorService",
       "sqlStore",
       "startFacilitatorService",
+      "statement",
+      "statementHandler",
+      "statementOptions",
+      "statementTotals",
     ]
   `)
 })

@@ -6,6 +6,7 @@
  */
 import { BaseError } from 'x402kit'
 import type { SettlementCondition, SettlementPatch, SettlementQueue, SettlementStore } from 'x402kit/facilitator'
+import { ledgerMigration } from '../ledger/ledger.ts'
 import { denyListMigration } from '../risk/denyList.ts'
 import { credentialKeysMigration } from './keys.ts'
 import { type QueueOptions, queueMigration, sqlQueue } from './queue.ts'
@@ -48,6 +49,8 @@ export const migrations = [
   { version: 3, sql: 'ALTER TABLE payments ADD COLUMN payload_hash text;' },
   // The settlement pipeline: the queue, batches, signer leases and each payer's unsettled value.
   { version: 4, sql: queueMigration },
+  // Fees and gas of each settled payment, per merchant.
+  { version: 5, sql: ledgerMigration },
   { version: 6, sql: denyListMigration },
 ] as const
 
