@@ -6,14 +6,14 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {IDepositCollector} from "./interfaces/IDepositCollector.sol";
 import {IERC3009} from "./interfaces/IERC3009.sol";
 
-/// @title ERC3009DepositCollector
+/// @title Erc3009DepositCollector
 /// @notice Pulls a `batch-settlement` deposit with EIP-3009 `receiveWithAuthorization`, so the payer
 ///         signs once and pays no gas. Call-compatible with the reference collector at
 ///         0x4020806089470a89826cB9fB1f4059150b550004.
 /// @dev The payer authorizes a transfer to this collector (EIP-3009 makes the payee the caller) with
 ///      nonce `keccak256(abi.encode(channelId, salt))`: the signature funds one channel only, whoever
 ///      relays it. The tokens are passed on to the escrow within the same call.
-contract ERC3009DepositCollector is IDepositCollector {
+contract Erc3009DepositCollector is IDepositCollector {
     using SafeERC20 for IERC20;
 
     /// @notice The only escrow this collector serves. Set at construction: deploy with the escrow's
