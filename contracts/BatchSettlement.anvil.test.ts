@@ -3,18 +3,28 @@
  * `receiveWithAuthorization` through Erc3009DepositCollector, and a hostile token for re-entrancy.
  * See BatchSettlement.md for the interface it matches.
  */
+import { toFacilitatorEvmSigner } from '@x402/evm'
+import {
+  computeChannelId,
+  createBatchSettlementEIP3009DepositPayload,
+  signVoucher as referenceSignVoucher,
+} from '@x402/evm/batch-settlement/client'
+import { BatchSettlementEvmScheme } from '@x402/evm/batch-settlement/facilitator'
 import { type Devnet, type DevnetAccount, startDevnet, USDC_ABI } from '@x402kit/devnet'
 import {
   type Abi,
   type Address,
   createTestClient,
+  createWalletClient,
   encodeAbiParameters,
   encodeFunctionData,
+  getAddress,
   type Hex,
   hashTypedData,
   http,
   keccak256,
   parseEventLogs,
+  publicActions,
   type TypedDataDomain,
   toFunctionSelector,
   toHex,
@@ -33,6 +43,7 @@ import {
 
 const CANONICAL_BATCH_SETTLEMENT = '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003'
 const CANONICAL_ERC3009_COLLECTOR = '0x4020806089470a89826cB9fB1f4059150b550004'
+const MULTICALL3 = '0xcA11bde05977b3631167028862bE2a173976CA11'
 const DELAY = 900 // MIN_WITHDRAW_DELAY
 
 type ChannelConfig = {
@@ -730,3 +741,124 @@ describe('re-entrancy through the token', () => {
     expect(await read.channel(id)).toEqual({ balance: 0n, totalClaimed: 0n })
   })
 })
+
+describe('at the canonical address, with the reference client and facilitator', () => {
+  beforeAll(async () => {
+    // The runtime code of our deployment, unchanged: the EIP-712 domain follows the address it runs at.
+    const runtime = await devnet.publicClient.getCode({ address: escrow })
+    await devnet.setCode(CANONICAL_BATCH_SETTLEMENT, runtime!)
+    // The collector's one immutable is the escrow it serves, so it is built for the canonical escrow first.
+    const built = await deploy(relayer.privateKey, erc3009DepositCollectorAbi, erc3009DepositCollectorBytecode, [
+      CANONICAL_BATCH_SETTLEMENT,
+    ])
+    await devnet.setCode(CANONICAL_ERC3009_COLLECTOR, (await devnet.publicClient.getCode({ address: built }))!)
+  })
+
+  it('answers with its own domain and the channel ids the reference client computes', async () => {
+    const at = { address: CANONICAL_BATCH_SETTLEMENT, abi: batchSettlementAbi } as const
+    const [, name, version, chainId, verifyingContract] = await devnet.publicClient.readContract({ ...at, functionName: 'eip712Domain' })
+    expect({ name, version, chainId, verifyingContract }).toEqual({
+      name: 'x402 Batch Settlement',
+      version: '1',
+      chainId: BigInt(devnet.chainId),
+      verifyingContract: CANONICAL_BATCH_SETTLEMENT,
+    })
+    const config = channel()
+    const id = await devnet.publicClient.readContract({ ...at, functionName: 'getChannelId', args: [config] })
+    expect(id).toBe(computeChannelId(config, devnet.network))
+    expect(id).not.toBe(channelIdOf(config)) // the same terms at our own deployment name another channel
+    const voucher = await referenceSignVoucher(privateKeyToAccount(payer.privateKey), id, '5000', devnet.network)
+    const digest = await devnet.publicClient.readContract({ ...at, functionName: 'getVoucherDigest', args: [id, 5_000n] })
+    expect(digest).toBe(
+      hashTypedData({
+        domain: domainOf(CANONICAL_BATCH_SETTLEMENT),
+        types,
+        primaryType: 'Voucher',
+        message: { channelId: id, maxClaimableAmount: 5_000n },
+      }),
+    )
+    expect(voucher.signature).toBe(await signVoucher(payer.privateKey, id, 5_000n, domainOf(CANONICAL_BATCH_SETTLEMENT)))
+  })
+
+  it('takes a deposit, a claim and a sweep driven by the reference facilitator from a reference client payload', async () => {
+    const payTo = freshAddress()
+    const requirements = {
+      scheme: 'batch-settlement',
+      network: devnet.network,
+      amount: '1000',
+      asset: devnet.usdc,
+      payTo,
+      maxTimeoutSeconds: 86_400,
+      extra: { receiverAuthorizer: authorizer.address, withdrawDelay: DELAY, name: 'USD Coin', version: '2' },
+    }
+    const config = channel({ receiver: payTo })
+    const id = computeChannelId(config, devnet.network)
+    const client = privateKeyToAccount(payer.privateKey)
+    const { payload } = await createBatchSettlementEIP3009DepositPayload(client, 2, requirements, config, '100000', '1000')
+    const payment = { x402Version: 2, accepted: requirements, payload }
+    const facilitator = new BatchSettlementEvmScheme(referenceSigner(relayer.privateKey), privateKeyToAccount(authorizer.privateKey))
+    const payerUsdc = await devnet.usdcBalance(payer.address)
+
+    expect(await facilitator.verify(payment as never, requirements as never, undefined as never, undefined as never)).toMatchObject({
+      isValid: true,
+    })
+    const deposited = await facilitator.settle(payment as never, requirements as never, undefined as never)
+    expect(deposited).toMatchObject({ success: true, amount: '100000' })
+    expect(await devnet.usdcBalance(payer.address)).toBe(payerUsdc - 100_000n)
+    expect(await read.channel(id, CANONICAL_BATCH_SETTLEMENT)).toEqual({ balance: 100_000n, totalClaimed: 0n })
+
+    const voucher = (payload as { voucher: { maxClaimableAmount: string; signature: Hex } }).voucher
+    const claim = {
+      type: 'claim',
+      claims: [
+        {
+          voucher: { channel: config, maxClaimableAmount: voucher.maxClaimableAmount },
+          signature: voucher.signature,
+          totalClaimed: '1000',
+        },
+      ],
+    }
+    expect(await facilitator.settle({ ...payment, payload: claim } as never, requirements as never, undefined as never)).toMatchObject({
+      success: true,
+    })
+    expect(await read.channel(id, CANONICAL_BATCH_SETTLEMENT)).toEqual({ balance: 100_000n, totalClaimed: 1_000n })
+
+    const sweep = { type: 'settle', receiver: payTo, token: devnet.usdc }
+    expect(await facilitator.settle({ ...payment, payload: sweep } as never, requirements as never, undefined as never)).toMatchObject({
+      success: true,
+    })
+    expect(await devnet.usdcBalance(payTo)).toBe(1_000n)
+    expect(await read.receiver(payTo, devnet.usdc, CANONICAL_BATCH_SETTLEMENT)).toEqual({ totalClaimed: 1_000n, totalSettled: 1_000n })
+  })
+})
+
+/**
+ * The reference facilitator's signer over one key. Anvil has no Multicall3, which the reference reads
+ * channel state through, so its `tryAggregate` is answered call by call here.
+ */
+function referenceSigner(privateKey: Hex) {
+  const account = privateKeyToAccount(privateKey)
+  const client = createWalletClient({ account, chain: devnet.chain, transport: http(devnet.rpcUrl) }).extend(publicActions)
+  return toFacilitatorEvmSigner({
+    address: account.address,
+    getCode: (args) => client.getCode(args),
+    readContract: async (args) => {
+      if (getAddress(args.address) === MULTICALL3 && args.functionName === 'tryAggregate') {
+        const [, calls] = args.args as [boolean, { target: Address; callData: Hex }[]]
+        return Promise.all(
+          calls.map(({ target, callData }) =>
+            client.call({ to: target, data: callData }).then(
+              ({ data }) => ({ success: true, returnData: data ?? '0x' }),
+              () => ({ success: false, returnData: '0x' }),
+            ),
+          ),
+        )
+      }
+      return client.readContract({ ...args, args: args.args ?? [] } as never)
+    },
+    verifyTypedData: (args) => client.verifyTypedData(args as never),
+    writeContract: (args) => client.writeContract({ ...args, args: args.args ?? [] } as never),
+    sendTransaction: (args) => client.sendTransaction(args),
+    waitForTransactionReceipt: (args) => client.waitForTransactionReceipt(args),
+  })
+}
