@@ -332,17 +332,17 @@ describe('deposit', () => {
 
   it('refuses a config out of bounds, a zero amount, and a collector that delivers less than promised', async () => {
     const { collectorData } = await receiveAuthorization(payer.privateKey, channelIdOf(channel()), 1_000n)
-    const deposit = (config: ChannelConfig, amount = 1_000n, via: Address = collector) => [config, amount, via, collectorData] as const
-    await reverts(relayer.address, 'deposit', deposit(channel({ receiverAuthorizer: zeroAddress })), 'InvalidChannel')
-    await reverts(relayer.address, 'deposit', deposit(channel({ receiver: zeroAddress })), 'InvalidChannel')
-    await reverts(relayer.address, 'deposit', deposit(channel({ withdrawDelay: DELAY - 1 })), 'WithdrawDelayOutOfRange')
-    await reverts(relayer.address, 'deposit', deposit(channel({ withdrawDelay: 30 * 86_400 + 1 })), 'WithdrawDelayOutOfRange')
-    await reverts(relayer.address, 'deposit', deposit(channel(), 0n), 'ZeroDeposit')
-    await reverts(relayer.address, 'deposit', deposit(channel(), 1_000n, zeroAddress), 'InvalidCollector')
+    const args = (config: ChannelConfig, amount = 1_000n, via: Address = collector) => [config, amount, via, collectorData] as const
+    await reverts(relayer.address, 'deposit', args(channel({ receiverAuthorizer: zeroAddress })), 'InvalidChannel')
+    await reverts(relayer.address, 'deposit', args(channel({ receiver: zeroAddress })), 'InvalidChannel')
+    await reverts(relayer.address, 'deposit', args(channel({ withdrawDelay: DELAY - 1 })), 'WithdrawDelayOutOfRange')
+    await reverts(relayer.address, 'deposit', args(channel({ withdrawDelay: 30 * 86_400 + 1 })), 'WithdrawDelayOutOfRange')
+    await reverts(relayer.address, 'deposit', args(channel(), 0n), 'ZeroDeposit')
+    await reverts(relayer.address, 'deposit', args(channel(), 1_000n, zeroAddress), 'InvalidCollector')
 
     // A "collector" that moves nothing: the escrow's own balance check refuses to credit the channel.
     const token = await deploy(relayer.privateKey, reentrantTokenAbi, reentrantTokenBytecode)
-    await reverts(relayer.address, 'deposit', deposit(channel(), 1_000n, token), 'DepositCollectionFailed')
+    await reverts(relayer.address, 'deposit', args(channel(), 1_000n, token), 'DepositCollectionFailed')
   })
 })
 
