@@ -25,7 +25,7 @@ export const settings = {
 } as const
 
 type Output = {
-  errors?: { severity: 'error' | 'warning' | 'info'; formattedMessage: string }[]
+  errors?: { severity: 'error' | 'warning' | 'info'; formattedMessage: string; sourceLocation?: { file: string } }[]
   contracts?: Record<string, Record<string, { abi: unknown[]; evm: { bytecode: { object: string } } }>>
 }
 
@@ -46,7 +46,10 @@ export function compile(): Record<string, string> {
   const output = JSON.parse(solc.compile(JSON.stringify(input), { import: readImport })) as Output
   const errors = (output.errors ?? []).filter((error) => error.severity === 'error')
   if (errors.length > 0) throw new CompileError(errors.map((error) => error.formattedMessage).join('\n'))
-  for (const warning of output.errors ?? []) if (warning.severity === 'warning') console.warn(warning.formattedMessage)
+  // Warnings about dependencies are not ours to fix (OpenZeppelin's transient reentrancy guard draws one).
+  for (const warning of output.errors ?? []) {
+    if (warning.severity === 'warning' && !warning.sourceLocation?.file.startsWith('@')) console.warn(warning.formattedMessage)
+  }
 
   const generated: Record<string, string> = {}
   const exports: string[] = []

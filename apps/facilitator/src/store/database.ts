@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs'
 import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
-import type { Queryable, Transactional } from './sql.ts'
+import type { Transactional } from './sql.ts'
 
 export type Database = Transactional & {
   readonly kind: 'postgres' | 'pglite'
