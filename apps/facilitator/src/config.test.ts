@@ -38,6 +38,7 @@ describe('loadConfig', () => {
       networks: {},
       dataDir: '.data/facilitator',
       eip6492Factories: [],
+      pipeline: {},
     })
   })
 
@@ -54,15 +55,25 @@ describe('loadConfig', () => {
         DATABASE_URL: 'postgres://x402@db/x402',
         X402_DATA_DIR: '/var/lib/x402',
         X402_EIP6492_FACTORIES: '0x0000000000000000000000000000000000000001',
+        X402_BATCHER: '0x610178dA211FEF7D417bC0e6FeD39F05609AD788',
+        X402_INSTANCE_ID: 'facilitator-a',
       },
     })
     expect(config).toEqual({
       port: 8080,
       host: '0.0.0.0',
-      networks: { 'eip155:84532': { rpcUrl: 'https://sepolia.base.org', signers: [key, key2], confirmations: 2 } },
+      networks: {
+        'eip155:84532': {
+          rpcUrl: 'https://sepolia.base.org',
+          signers: [key, key2],
+          confirmations: 2,
+          batcher: '0x610178dA211FEF7D417bC0e6FeD39F05609AD788',
+        },
+      },
       databaseUrl: 'postgres://x402@db/x402',
       dataDir: '/var/lib/x402',
       eip6492Factories: ['0x0000000000000000000000000000000000000001'],
+      pipeline: { instanceId: 'facilitator-a' },
     })
   })
 

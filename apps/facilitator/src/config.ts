@@ -27,6 +27,8 @@ const networkConfig = z.strictObject({
   confirmations: z.number().int().min(0).max(64).optional(),
   /** How often receipts and blocks are polled, in ms. */
   pollingIntervalMs: z.number().int().min(10).max(60_000).optional(),
+  /** A SettlementBatcher contract: with it, payments are settled in batches through the settlement pipeline. */
+  batcher: address.optional(),
 })
 
 /** Atomic units per asset address, written as strings: amounts of 18-decimal tokens pass 2^53. */
@@ -149,6 +151,24 @@ export const schema = z.strictObject({
       algorithm: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
     })
     .optional(),
+  /** The settlement pipeline (networks with a `batcher`). */
+  pipeline: z
+    .strictObject({
+      /** This instance's name in signer leases; keep it across restarts so a restarted instance takes its keys back at once. */
+      instanceId: z.string().min(1).max(200).optional(),
+      /** Most payments in one batch transaction. Default 300. */
+      maxItems: z.number().int().min(1).max(2_000).optional(),
+      /** How long a signer lease lasts without renewal, in ms. Default 30 s. */
+      leaseMs: z.number().int().min(1_000).max(600_000).optional(),
+      /** How long POST /settle waits for a queued payment's outcome, in ms. Default 60 s. */
+      settleWaitMs: z.number().int().min(100).max(600_000).optional(),
+      /** A signer with less native balance than this, in wei, is reported low. Default 5e15 (0.005 ETH). */
+      lowBalanceWei: z
+        .string()
+        .regex(/^\d{1,78}$/, 'must be wei: a decimal integer string')
+        .optional(),
+    })
+    .default({}),
   /** Refusals of payments by payer, payTo and amount, before they are verified or settled. */
   risk: risk.optional(),
   /** Who may call /verify, /settle and /enqueue, and how often. */
@@ -178,6 +198,8 @@ export const variables = {
   eip6492Factories: 'X402_EIP6492_FACTORIES',
   maxBodyBytes: 'X402_MAX_BODY_BYTES',
   credentialIssuer: 'X402_CREDENTIAL_ISSUER',
+  batcher: 'X402_BATCHER',
+  instanceId: 'X402_INSTANCE_ID',
   denyListFile: 'X402_DENY_LIST_FILE',
   denyListReloadMs: 'X402_DENY_LIST_RELOAD_MS',
   /** `merchant=key` entries, comma-separated; a key may be given as `sha256:` and its digest. */
@@ -232,6 +254,8 @@ export function loadConfig(options: { env?: Record<string, string | undefined>; 
     parent[path.at(-1)!] = value
     sources.set(path.join('.'), variable)
   }
+  const instanceId = env[variables.instanceId]
+  if (instanceId) nested(['pipeline', 'instanceId'], variables.instanceId, instanceId)
   const issuer = env[variables.credentialIssuer]
   if (issuer) nested(['credentials', 'issuer'], variables.credentialIssuer, issuer)
   const denyListFile = env[variables.denyListFile]
@@ -267,6 +291,8 @@ export function loadConfig(options: { env?: Record<string, string | undefined>; 
     const rpcUrl = env[variables.rpcUrl]
     const signers = env[variables.signers]
     const confirmations = env[variables.confirmations]
+    const batcher = env[variables.batcher]
+    if (batcher) entry.batcher = batcher
     if (rpcUrl) entry.rpcUrl = rpcUrl
     if (signers) entry.signers = list(signers)
     if (confirmations) entry.confirmations = number(confirmations)
@@ -274,9 +300,10 @@ export function loadConfig(options: { env?: Record<string, string | undefined>; 
     sources.set(`networks.${key}.rpcUrl`, variables.rpcUrl)
     sources.set(`networks.${key}.signers`, variables.signers)
     sources.set(`networks.${key}.confirmations`, variables.confirmations)
+    sources.set(`networks.${key}.batcher`, variables.batcher)
     sources.set(`networks.${key}`, variables.network)
   } else
-    for (const variable of [variables.rpcUrl, variables.signers, variables.confirmations])
+    for (const variable of [variables.rpcUrl, variables.signers, variables.confirmations, variables.batcher])
       if (env[variable]) issues.push(`${variable} is set, but ${variables.network} (the CAIP-2 network it is for) is not`)
   if (raw.networks !== undefined || network) raw.networks = networks
 

@@ -6,7 +6,7 @@ it('exports', () => {
     [
       "ConfigError",
       "StatementParameterError",
-      "apportionGas",
+      "createLogger",
       "feeFor",
       "ledgerEntries",
       "loadConfig",

@@ -1,6 +1,6 @@
 export { type Config, ConfigError, type ConfigInput, loadConfig } from './config.ts'
 export { type FeePolicy, type Fees, feeFor, policyFor } from './ledger/fees.ts'
-export { apportionGas, type LedgerEntry, ledgerEntries, recordLedger, type SettledTransaction } from './ledger/ledger.ts'
+export { type LedgerEntry, ledgerEntries, recordLedger } from './ledger/ledger.ts'
 export {
   type Period,
   type StatementHandlerOptions,
@@ -13,7 +13,9 @@ export {
   statementOptions,
   statementTotals,
 } from './ledger/statement.ts'
+export { createLogger, type Logger, type LogLevel } from './log.ts'
 export { runFacilitatorService } from './run.ts'
 export { type FacilitatorService, type ServiceOptions, startFacilitatorService } from './server.ts'
 export { type Database, openDatabase } from './store/database.ts'
-export { migrate, type Queryable, sqlStore } from './store/sql.ts'
+export type { SettledEntry } from './store/queue.ts'
+export { migrate, type Queryable, sqlStore, type Transactional } from './store/sql.ts'

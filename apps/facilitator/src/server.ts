@@ -7,9 +7,13 @@ import { serve } from '@hono/node-server'
 import type { SchemeFacilitator } from 'x402kit'
 import { type CredentialKeyRing, credentialKeys, generateCredentialKey } from 'x402kit/credential'
 import { createFacilitator, type Facilitator, type FacilitatorConfig } from 'x402kit/facilitator'
+import { createAccessGuard } from './access/guard.ts'
 import { type Config, ConfigError, type ConfigInput, parseConfig, variables } from './config.ts'
+import { ledgerEntries, recordLedger } from './ledger/ledger.ts'
+import { statementHandler } from './ledger/statement.ts'
 import { createLogger, type Logger, logLevel, logRequests, requestLogger } from './log.ts'
 import { serviceMetrics } from './metrics.ts'
+import { createRiskScreen } from './risk/screen.ts'
 import { type Database, openDatabase } from './store/database.ts'
 import { loadCredentialKeys, rotateCredentialKeys } from './store/keys.ts'
 import { migrate, sqlStore } from './store/sql.ts'
@@ -58,16 +62,32 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
 
   const database = await openDatabase(config)
   let keys: Awaited<ReturnType<typeof credentialKeyRing>>
+  let risk: ReturnType<typeof createRiskScreen> | undefined
+  let facilitator: Facilitator | undefined
   try {
     await migrate(database)
     keys = await credentialKeyRing(config, database)
     const metrics = serviceMetrics({ logger })
-    const facilitator = createFacilitator({
+    risk = createRiskScreen({
+      ...config.risk,
+      database,
+      onError: (error) => logger.warn('deny list could not be read; keeping the last good one', { error }),
+    })
+    const screen = risk
+    const pipelineLog = logger.child({ component: 'pipeline' })
+    facilitator = createFacilitator({
       observe: metrics.observe,
       onError: (error, { operation, key }) => requestLogger(logger).error(`${operation} failed`, { operation, settlement: key, error }),
+      risk: { screen: (payment) => screen.screen(payment), accepted: (payment) => screen.record(payment) },
+      pipeline: {
+        ...(config.pipeline.instanceId && { owner: config.pipeline.instanceId }),
+        ...(config.pipeline.settleWaitMs !== undefined && { settleWaitMs: config.pipeline.settleWaitMs }),
+        onEvent: metrics.pipeline,
+        log: (level, message, fields) => pipelineLog[level](message, fields),
+      },
       ...options.facilitator,
       schemes,
-      store: sqlStore(database),
+      store: sqlStore(database, { ledger: (q, entries) => recordLedger(q, ledgerEntries(entries, config.fees)).then(() => {}) }),
       ...(config.maxBodyBytes !== undefined && { maxBodyBytes: config.maxBodyBytes }),
       ...(config.credentials &&
         keys && { credentials: { issuer: config.credentials.issuer, ttlSeconds: config.credentials.ttlSeconds, keys: keys.ring } }),
@@ -80,12 +100,35 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
       '/ready': async () => (closing ? problem(503, 'shutting_down', 'The service is shutting down.') : health(database)),
       '/metrics': () => metrics.response(),
     }
-    const fetch = (request: Request) => {
-      const operation = request.method === 'GET' ? operations[new URL(request.url).pathname] : undefined
-      return operation ? operation() : facilitator.handler(request)
+    const access = createAccessGuard(config.access ?? {})
+    const keyed = (config.access?.apiKeys?.length ?? 0) > 0
+    const statements = statementHandler(database, {
+      // With merchant API keys, a merchant sees its own statements only: those of the payTo addresses its key names.
+      authorize: (request, merchant) => {
+        if (!keyed) return undefined
+        const caller = access.identify(request)
+        if (!caller) return problem(401, 'missing_api_key', 'Statements need the merchant API key: Authorization: Bearer <key>.')
+        if (!caller.payTo?.some((address) => address.toLowerCase() === merchant))
+          return problem(403, 'forbidden', 'This API key does not cover that merchant address.')
+        return undefined
+      },
+    })
+    const handler = facilitator.handler
+    const fetch = async (request: Request, clientAddress?: string) => {
+      const path = new URL(request.url).pathname
+      const operation = request.method === 'GET' ? operations[path] : undefined
+      if (operation) return operation()
+      if (path.startsWith('/statements/')) return statements(request)
+      return (await access.guard(request, clientAddress)) ?? handler(request)
     }
+    const logged = logRequests((request) => fetch(request, clientOf.get(request)), logger, { quiet: Object.keys(operations) })
+    const clientOf = new WeakMap<Request, string>()
     const server = serve({
-      fetch: logRequests(fetch, logger, { quiet: Object.keys(operations) }),
+      fetch: (request: Request, env: { incoming?: { socket?: { remoteAddress?: string } } }) => {
+        const address = env?.incoming?.socket?.remoteAddress
+        if (address) clientOf.set(request, address)
+        return logged(request)
+      },
       port: config.port,
       hostname: config.host,
     })
@@ -106,6 +149,7 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
       close: ({ graceMs = 10_000 } = {}) =>
         (closing ??= (async () => {
           keys?.stop()
+          risk?.close()
           const closed = new Promise<void>((resolve) => server.close(() => resolve()))
           // Keep-alive connections go as soon as their request is answered, not at their idle timeout.
           const idle = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
@@ -113,11 +157,15 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
           await closed
           clearInterval(idle)
           clearTimeout(grace)
+          // Batches in flight finish (or stay recorded, to be resumed at the next start) before the database goes.
+          await facilitator?.close({ graceMs })
           await database.close()
         })()),
     }
   } catch (error) {
     keys?.stop()
+    risk?.close()
+    await facilitator?.close({ graceMs: 0 })
     await database.close()
     throw error
   }
@@ -168,6 +216,11 @@ async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {
   return [
     exactEvmFacilitator({
       networks: config.networks,
+      batch: {
+        ...(config.pipeline.maxItems !== undefined && { maxItems: config.pipeline.maxItems }),
+        ...(config.pipeline.leaseMs !== undefined && { leaseMs: config.pipeline.leaseMs }),
+        ...(config.pipeline.lowBalanceWei !== undefined && { lowBalanceWei: BigInt(config.pipeline.lowBalanceWei) }),
+      },
       eip6492Factories: config.eip6492Factories,
       ...(config.receiptTimeoutMs !== undefined && { receiptTimeoutMs: config.receiptTimeoutMs }),
       ...(config.replaceAfterMs !== undefined && { replaceAfterMs: config.replaceAfterMs }),

@@ -4,6 +4,7 @@
  * second instance) never counts it twice.
  */
 import { BaseError } from 'x402kit'
+import type { SettledEntry } from '../store/queue.ts'
 import type { Queryable } from '../store/sql.ts'
 import { type Fees, feeFor, policyFor } from './fees.ts'
 
@@ -103,60 +104,28 @@ export async function recordLedger(db: Queryable, entries: readonly LedgerEntry[
 }
 
 /**
- * Splits a transaction's gas among the `shares` payments it settled: each gets `total / shares`, and
- * the first `total % shares` one unit more, so the parts sum to `total` exactly. Multiplying each part
- * by the effective gas price splits the cost exactly too.
- *
- * @example
- * ```ts
- * import { apportionGas } from '@x402kit/facilitator'
- * apportionGas(100n, 3) // [34n, 33n, 33n]
- * ```
- */
-export function apportionGas(total: bigint, shares: number): bigint[] {
-  if (!Number.isSafeInteger(shares) || shares < 1) throw new LedgerError(`Gas is shared among 1 or more payments, not ${shares}.`)
-  if (total < 0n) throw new LedgerError(`Gas used is 0 or more, not ${total}.`)
-  const part = total / BigInt(shares)
-  const remainder = Number(total % BigInt(shares))
-  return Array.from({ length: shares }, (_, i) => (i < remainder ? part + 1n : part))
-}
-
-export type SettledTransaction = {
-  transaction: string
-  network: string
-  /** The receipt's `gasUsed` and `effectiveGasPrice`. */
-  gasUsed: bigint
-  effectiveGasPrice: bigint
-  settledAt: Date
-  /** The payments it settled, in the order they were batched. */
-  payments: readonly { key: string; payTo: string; payer?: string | undefined; asset: string; amount: bigint }[]
-}
-
-/**
- * The ledger entries of one settlement transaction: each payment's fee under its merchant's policy and
- * its share of the gas.
+ * The ledger entries of settled payments (as the settlement queue hands them over, each with its
+ * share of its transaction's gas): each charged its merchant's fee.
  *
  * @example
  * ```ts
  * import { ledgerEntries, loadConfig, recordLedger } from '@x402kit/facilitator'
  * const { fees } = loadConfig()
- * await recordLedger(db, ledgerEntries({ transaction, network, gasUsed, effectiveGasPrice, settledAt: new Date(), payments }, fees))
+ * await recordLedger(db, ledgerEntries(settled, fees))
  * ```
  */
-export function ledgerEntries(settled: SettledTransaction, fees: Fees | undefined): LedgerEntry[] {
-  if (settled.payments.length === 0) return []
-  const gas = apportionGas(settled.gasUsed, settled.payments.length)
-  return settled.payments.map((payment, i) => ({
+export function ledgerEntries(settled: readonly SettledEntry[], fees: Fees | undefined): LedgerEntry[] {
+  return settled.map((payment) => ({
     key: payment.key,
     merchant: payment.payTo.toLowerCase(),
     payer: payment.payer,
-    network: settled.network,
+    network: payment.network,
     asset: payment.asset,
     amount: payment.amount,
     fee: feeFor(payment.amount, policyFor(fees, payment.payTo)),
-    gasUsed: gas[i]!,
-    gasCost: gas[i]! * settled.effectiveGasPrice,
-    transaction: settled.transaction,
-    settledAt: settled.settledAt,
+    gasUsed: payment.gasUsed,
+    gasCost: payment.gasCost,
+    transaction: payment.transaction,
+    settledAt: payment.settledAt,
   }))
 }

@@ -98,3 +98,27 @@ describe('Money properties', () => {
     )
   })
 })
+
+describe('Money.apportion', () => {
+  it('splits an amount so the parts sum to it exactly, the remainder to the first parts', () => {
+    expect(Money.apportion(100n, 3)).toEqual([34n, 33n, 33n])
+    expect(Money.apportion(101n, 3)).toEqual([34n, 34n, 33n])
+    expect(Money.apportion(2n, 5)).toEqual([1n, 1n, 0n, 0n, 0n])
+    expect(Money.apportion(0n, 2)).toEqual([0n, 0n])
+    expect(Money.apportion(21_000n, 1)).toEqual([21_000n])
+    fc.assert(
+      fc.property(fc.bigInt({ min: 0n, max: 2n ** 128n }), fc.integer({ min: 1, max: 500 }), (total, parts) => {
+        const shares = Money.apportion(total, parts)
+        expect(shares).toHaveLength(parts)
+        expect(shares.reduce((sum, share) => sum + share, 0n)).toBe(total)
+        expect(shares[0]! - shares.at(-1)! <= 1n).toBe(true)
+      }),
+    )
+  })
+
+  it('refuses what cannot be split', () => {
+    expect(() => Money.apportion(100n, 0)).toThrow(BaseError)
+    expect(() => Money.apportion(100n, 1.5)).toThrow(BaseError)
+    expect(() => Money.apportion(-1n, 2)).toThrow(BaseError)
+  })
+})

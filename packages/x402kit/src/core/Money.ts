@@ -89,3 +89,21 @@ export function format(atomic: bigint, decimals: number): string {
   const fraction = digits.slice(digits.length - decimals).replace(/0+$/, '')
   return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`
 }
+
+/**
+ * Splits `total` atomic units into `parts` whole shares that add up to it exactly: the first
+ * `total % parts` shares take one unit more. Used to share one transaction's gas among its payments.
+ *
+ * @example
+ * ```ts
+ * Money.apportion(100n, 3) // [34n, 33n, 33n]
+ * ```
+ */
+export function apportion(total: bigint, parts: number): bigint[] {
+  if (!Number.isSafeInteger(parts) || parts < 1)
+    throw new MoneyError(`An amount is shared among 1 or more parts, not ${parts}.`, 'Pass a whole number of parts.')
+  if (total < 0n) throw new MoneyError(`A shared amount is 0 or more, not ${total}.`, 'Pass a non-negative amount.')
+  const share = total / BigInt(parts)
+  const remainder = Number(total % BigInt(parts))
+  return Array.from({ length: parts }, (_, index) => (index < remainder ? share + 1n : share))
+}

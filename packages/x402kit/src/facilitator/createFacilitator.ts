@@ -37,6 +37,12 @@ export type FacilitatorConfig = {
   /** Told of every verification and settlement answered, with its outcome and duration: the hook for metrics. */
   observe?: (event: Observation) => void
   /**
+   * Risk controls: asked about every payment the scheme finds valid, before it is accepted (verified,
+   * or queued or settled without a verification first). A refusal answers with its reason code and
+   * leaves nothing recorded; `accepted` is told of each payment that was accepted.
+   */
+  risk?: RiskControls
+  /**
    * The settlement pipeline, for schemes that offer one and a store that is a `SettlementQueue`
    * (`memoryStore` and the service's SQL store are): accepted payments are queued and settled in batches.
    */
@@ -52,6 +58,14 @@ export type FacilitatorConfig = {
     /** The workers' log lines. Default: warnings and errors to the console. */
     log?: (level: 'info' | 'warn' | 'error', message: string, fields?: Record<string, unknown>) => void
   }
+}
+
+/** A valid payment, as risk controls see it. */
+export type RiskInput = { payer: string; payTo: string; asset: string; network: string; amount: bigint }
+
+export type RiskControls = {
+  screen(payment: RiskInput): Promise<{ reason: string; message: string } | undefined>
+  accepted?(payment: RiskInput): void
 }
 
 /** One answered verification or settlement. `outcome` is `valid`/`settled`, or the reason code of the refusal. */
@@ -115,6 +129,7 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
     onError,
     credentials,
     queue,
+    risk: config.risk,
     settleWaitMs: config.pipeline?.settleWaitMs ?? defaults.settleWaitMs,
     waiters: new Map(),
     wake: (scheme, network) => workers.get(scheme)?.wake(network),

@@ -1,4 +1,11 @@
-export { createFacilitator, type Facilitator, type FacilitatorConfig, type Observation } from './createFacilitator.ts'
+export {
+  createFacilitator,
+  type Facilitator,
+  type FacilitatorConfig,
+  type Observation,
+  type RiskControls,
+  type RiskInput,
+} from './createFacilitator.ts'
 export type { CredentialIssuerConfig, IssuedCredential } from './credentials.ts'
 export { FacilitatorUnavailableError, type HttpFacilitatorOptions, httpFacilitator } from './http.ts'
 export {

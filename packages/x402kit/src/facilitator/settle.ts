@@ -14,7 +14,7 @@
 import { Reason } from '../core/Errors.ts'
 import { type Payment, queuedExtension, type SettleResponse, type VerifyResponse } from '../core/Facilitator.ts'
 import type { SchemeFacilitator } from '../core/Scheme.ts'
-import { alreadyUsed, type Context, failure, newRecord, payloadHash, samePayment } from './internal/context.ts'
+import { accepted, alreadyUsed, type Context, failure, newRecord, payloadHash, samePayment, screen } from './internal/context.ts'
 import type { SettlementQueue } from './Queue.ts'
 import type { SettlementPatch, SettlementRecord } from './Store.ts'
 
@@ -192,7 +192,19 @@ async function checkValid(
     context.onError(error, { operation: 'settle', key })
     return { refusal: failure(Reason.unexpectedSettleError, network, 'The settlement failed unexpectedly.') }
   }
-  if (verdict.isValid) return { payer: verdict.payer ?? undefined }
+  if (verdict.isValid) {
+    let screened: Awaited<ReturnType<typeof screen>>
+    try {
+      screened = await screen(context, payment, verdict.payer)
+    } catch (error) {
+      context.onError(error, { operation: 'settle', key })
+      return { refusal: failure(Reason.unexpectedSettleError, network, 'The settlement failed unexpectedly.') }
+    }
+    if (screened?.refusal)
+      return { refusal: failure(screened.refusal.reason, network, screened.refusal.message, verdict.payer ?? undefined) }
+    accepted(context, screened?.input)
+    return { payer: verdict.payer ?? undefined }
+  }
   const reason = verdict.invalidReason ?? Reason.unexpectedSettleError
   return { refusal: failure(reason, network, verdict.invalidMessage ?? undefined, verdict.payer ?? undefined) }
 }

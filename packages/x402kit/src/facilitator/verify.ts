@@ -6,7 +6,7 @@
  */
 import { Reason } from '../core/Errors.ts'
 import type { Payment, VerifyResponse } from '../core/Facilitator.ts'
-import { alreadyUsed, type Context, invalid, newRecord } from './internal/context.ts'
+import { accepted, alreadyUsed, type Context, invalid, newRecord, screen } from './internal/context.ts'
 import type { SettlementRecord } from './Store.ts'
 
 export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
@@ -39,17 +39,35 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
   }
   // Only a valid payment reserves its key: an invalid one (say, a forged signature over someone
   // else's nonce) must not be able to block the real payer.
-  if (!result.isValid || key === undefined) return result
+  if (!result.isValid) return result
+  let screened: Awaited<ReturnType<typeof screen>>
+  try {
+    screened = await screen(context, payment, result.payer)
+  } catch (error) {
+    context.onError(error, { operation: 'verify', ...(key !== undefined && { key }) })
+    return invalid(Reason.unexpectedVerifyError)
+  }
+  if (screened?.refusal) return invalid(screened.refusal.reason, screened.refusal.message, result.payer ?? undefined)
+  if (key === undefined) {
+    accepted(context, screened?.input)
+    return result
+  }
 
   const now = context.now()
   const record = newRecord(key, payment, 'verified', result.payer, now)
   const existing = await context.store.reserve(key, record)
-  if (!existing) return result
+  if (!existing) {
+    accepted(context, screened?.input)
+    return result
+  }
   if (existing.status === 'verified') {
     // A verification nobody settled within the TTL gives way, so an honest client can retry.
     const { key: _, createdAt, ...fresh } = record
     const taken = await context.store.update(key, fresh, { status: 'verified', updatedBefore: now - context.verifyTtlMs })
-    if (taken) return result
+    if (taken) {
+      accepted(context, screened?.input)
+      return result
+    }
   }
   return invalid(scheme.alreadyUsedReason ?? alreadyUsed.reason, alreadyUsed.message, existing.payer)
 }

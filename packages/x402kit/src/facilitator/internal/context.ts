@@ -3,6 +3,7 @@ import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse, VerifyResponse } from '../../core/Facilitator.ts'
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
 import type { SchemeFacilitator } from '../../core/Scheme.ts'
+import type { RiskControls, RiskInput } from '../createFacilitator.ts'
 import type { CredentialIssuer } from '../credentials.ts'
 import type { SettlementQueue } from '../Queue.ts'
 import type { SettlementRecord, SettlementStatus, SettlementStore } from '../Store.ts'
@@ -25,6 +26,8 @@ export type Context = {
   settleWaitMs: number
   /** Requests waiting for a queued payment's outcome, by settlement key. */
   waiters: Map<string, Set<() => void>>
+  /** Risk controls, asked before a valid payment is accepted. */
+  risk: RiskControls | undefined
   /** Tells the pipeline of a network that a payment was queued. */
   wake(scheme: SchemeFacilitator, network: string): void
 }
@@ -106,4 +109,21 @@ export function failure(errorReason: string, network: string, errorMessage?: str
 export const alreadyUsed = {
   reason: Reason.exactNonceAlreadyUsed,
   message: 'This authorization has already been verified or settled.',
+}
+
+/**
+ * Asks the risk controls about a valid payment: the refusal's reason and message, or `undefined` to
+ * accept it. A payment whose payer the scheme could not name is screened by its payee and amount.
+ */
+export async function screen(context: Context, payment: Payment, payer: string | null | undefined) {
+  if (!context.risk) return undefined
+  const { payTo, asset, network, amount } = payment.requirements
+  const input: RiskInput = { payer: payer ?? '', payTo, asset, network, amount: BigInt(amount) }
+  const refusal = await context.risk.screen(input)
+  return refusal ? { refusal, input } : { input }
+}
+
+/** Tells the risk controls a payment was accepted (for their per-payer counts). */
+export function accepted(context: Context, input: RiskInput | undefined) {
+  if (input) context.risk?.accepted?.(input)
 }

@@ -160,12 +160,4 @@ export function answerOf(verdict: Exclude<Verdict, { status: 'queued' }>, networ
   }
 }
 
-/** Splits `total` into `parts` whole shares that add up to it exactly; the first shares take the remainder. */
-export function apportion(total: bigint, parts: number): bigint[] {
-  if (parts <= 0) return []
-  const share = total / BigInt(parts)
-  const remainder = Number(total % BigInt(parts))
-  return Array.from({ length: parts }, (_, index) => share + (index < remainder ? 1n : 0n))
-}
-
 export type { PaymentOutcome }

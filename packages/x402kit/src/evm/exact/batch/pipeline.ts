@@ -16,6 +16,7 @@ import { randomUUID } from 'node:crypto'
 import { type Address, getAddress, type Hash, type Hex, keccak256, parseSignature, TransactionReceiptNotFoundError } from 'viem'
 import { Reason } from '../../../core/Errors.ts'
 import type { Payment } from '../../../core/Facilitator.ts'
+import * as Money from '../../../core/Money.ts'
 import type { PipelineHooks, PipelineWorkers, SchemePipeline } from '../../../core/Scheme.ts'
 import type { Batch, BatchTransaction, PaymentOutcome, QueuedPayment, SettlementQueue } from '../../../facilitator/Queue.ts'
 import { messageOf } from '../../Outcome.ts'
@@ -23,7 +24,7 @@ import * as Eip3009 from '../Eip3009.ts'
 import { type Context, checkChain, type Fees, type NetworkState, type SignerState } from '../state.ts'
 import { broadcast, feesOf } from '../transactions.ts'
 import { type BatchAuthorization, settleBatchData } from './abi.ts'
-import { answerOf, apportion, type Item, lookUp, type Verdict, verdictsOf } from './outcomes.ts'
+import { answerOf, type Item, lookUp, type Verdict, verdictsOf } from './outcomes.ts'
 
 export type BatchConfig = {
   /** Most payments in one transaction; default 300 (chains cap a transaction near 16.7 M gas, ~390 payments). */
@@ -473,7 +474,7 @@ async function finish(
   receipt: { gasUsed: bigint; effectiveGasPrice: bigint } | undefined,
 ): Promise<PaymentOutcome[]> {
   const ours = verdicts.filter((verdict) => verdict.status === 'settled' && verdict.ours).length
-  const gas = receipt ? apportion(receipt.gasUsed, ours) : []
+  const gas = receipt && ours > 0 ? Money.apportion(receipt.gasUsed, ours) : []
   let share = 0
   return Promise.all(
     verdicts.map(async (verdict): Promise<PaymentOutcome> => {
