@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serve } from '@hono/node-server'
 import { type Devnet, type DevnetAccount, startDevnet, USDC_ABI } from '@x402kit/devnet'
-import { type FacilitatorService, startFacilitatorService } from '@x402kit/facilitator'
+import { createLogger, type FacilitatorService, startFacilitatorService } from '@x402kit/facilitator'
 import express from 'express'
 import Fastify from 'fastify'
 import { Hono } from 'hono'
@@ -32,6 +32,8 @@ export type Stack = {
   service: FacilitatorService
   /** Faults the facilitator service reported (`onError`); a healthy run leaves it empty. */
   facilitatorErrors: unknown[]
+  /** The service's log lines at warn and above. */
+  logs: string[]
   /** Where every paid API of the stack sends the money. */
   payTo: Address
   /** Funded accounts (ETH and 10,000 USDC each) for payers. */
@@ -47,7 +49,13 @@ export type Stack = {
  * Starts a devnet (automine), registers its USDC, and starts our facilitator service on it with
  * `serviceSigners` keys. Accounts are handed out in order: service signers, spare signers, payTo, payers.
  */
-export async function startStack(options: { payers: number; spareSigners?: number; serviceSigners?: number }): Promise<Stack> {
+export async function startStack(options: {
+  payers: number
+  spareSigners?: number
+  serviceSigners?: number
+  /** Settle through the settlement pipeline, in batches sent to the devnet's SettlementBatcher. */
+  batcher?: boolean
+}): Promise<Stack> {
   const serviceSigners = options.serviceSigners ?? 2
   const spare = options.spareSigners ?? 0
   const devnet = await startDevnet({ accounts: serviceSigners + spare + 1 + options.payers })
@@ -55,6 +63,7 @@ export async function startStack(options: { payers: number; spareSigners?: numbe
   Network.registerAsset(devnet.network, devnet.chainId, asset)
   const dataDir = await mkdtemp(join(tmpdir(), 'x402kit-test-'))
   const facilitatorErrors: unknown[] = []
+  const logs: string[] = []
   let service: FacilitatorService
   try {
     service = await startFacilitatorService(
@@ -63,10 +72,18 @@ export async function startStack(options: { payers: number; spareSigners?: numbe
         host: '127.0.0.1',
         dataDir,
         networks: {
-          [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: devnet.accounts.slice(0, serviceSigners).map((a) => a.privateKey) },
+          [devnet.network]: {
+            rpcUrl: devnet.rpcUrl,
+            signers: devnet.accounts.slice(0, serviceSigners).map((a) => a.privateKey),
+            ...(options.batcher && { batcher: devnet.batcher, pollingIntervalMs: 50 }),
+          },
         },
       },
-      { facilitator: { onError: (error) => void facilitatorErrors.push(error) } },
+      {
+        facilitator: { onError: (error) => void facilitatorErrors.push(error) },
+        // Warnings and errors are kept for a failing test to show; access lines are not written.
+        logger: createLogger({ level: 'warn', write: (line) => void logs.push(line) }),
+      },
     )
   } catch (error) {
     await devnet.stop()
@@ -80,6 +97,7 @@ export async function startStack(options: { payers: number; spareSigners?: numbe
     asset,
     service,
     facilitatorErrors,
+    logs,
     spareSigners: accounts.slice(0, spare),
     payTo: accounts[spare]!.address,
     payers: accounts.slice(spare + 1),

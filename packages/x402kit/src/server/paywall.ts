@@ -4,7 +4,8 @@
  *
  * Per request: match the route on the normalised path, answer 402 with the offers, check the payment
  * header (size, then decoding, then against the offers), have the facilitator verify it, run the
- * handler, and settle before any of the handler's answer is released. A route that grants access
+ * handler, and settle before any of the handler's answer is released (or, on an `after-response`
+ * route, queue the payment for settlement durably and release it then). A route that grants access
  * (`grants`) also takes the access credential a payment earned (`PAYMENT-CREDENTIAL`, checked offline
  * in `credentials.ts`), and hands on the one each payment earns.
  */
@@ -69,7 +70,13 @@ export type Paywall = {
   covers(request: Request, options?: HandleOptions): boolean
 }
 
-export const defaults = { maxPaymentHeaderBytes: Base64Json.defaultMaxLength, verifyMs: 10_000, settleMs: 60_000 } as const
+export const defaults = {
+  maxPaymentHeaderBytes: Base64Json.defaultMaxLength,
+  verifyMs: 10_000,
+  settleMs: 60_000,
+  /** An after-response route's default cap on a payer's unsettled value: this many of its payments. */
+  unsettledPayments: 100n,
+} as const
 
 const overrideHeaders = ['x-http-method-override', 'x-http-method', 'x-method-override']
 
@@ -144,6 +151,25 @@ export function createPaywall(config: PaywallConfig): Paywall {
     }
   }
 
+  // Set once the facilitator has said it does not queue payments: after-response routes then settle before.
+  let queues = typeof facilitator.enqueue === 'function'
+
+  /**
+   * Queues a payment for settlement after the response; `undefined` when the response must wait for
+   * settlement instead: the payer is at the cap of unsettled value, or the facilitator does not queue.
+   */
+  async function enqueue(payment: Payment, cap: bigint): Promise<SettleResponse | undefined> {
+    if (!queues || !facilitator.enqueue) return undefined
+    try {
+      const queued = await facilitator.enqueue(payment, { maxUnsettled: cap.toString() })
+      return queued.success !== true && queued.errorReason === Reason.unsettledCap ? undefined : queued
+    } catch (error) {
+      if (!(error instanceof BaseError && error.code === 'enqueue_not_supported')) throw error
+      queues = false
+      return undefined
+    }
+  }
+
   async function handle(request: Request, next: (request: Request) => Promise<Response>, options?: HandleOptions): Promise<Response> {
     const found = classify(request, options)
     if (!found) return next(request)
@@ -184,9 +210,12 @@ export function createPaywall(config: PaywallConfig): Paywall {
 
     const response = await next(request)
     if (response.status >= 400) return response
-    // The whole answer is held until settlement succeeds: nothing of it leaves unpaid.
+    // The whole answer is held until settlement succeeds (or, after-response, the payment is queued): nothing of it leaves unpaid.
     const body = await response.arrayBuffer()
-    const settlement = await call('settle', route, () => facilitator.settle(payment))
+    const cap = route.offers[offers.indexOf(offer)]?.maxUnsettled ?? BigInt(offer.amount) * defaults.unsettledPayments
+    const settlement = await call('settle', route, async () =>
+      route.settlement === 'after-response' ? ((await enqueue(payment, cap)) ?? facilitator.settle(payment)) : facilitator.settle(payment),
+    )
     if (!settlement) return unavailable('settle')
     const receiptName = name === HttpHeader.xPayment ? HttpHeader.xPaymentResponse : HttpHeader.paymentResponse
     const receipt = Base64Json.encode(settlement)
@@ -297,5 +326,10 @@ function resolveFacilitator(facilitator: FacilitatorClient | string, timeoutMs: 
     verify: async (payment) => (await load()).verify(payment),
     settle: async (payment) => (await load()).settle(payment),
     supported: async () => (await load()).supported(),
+    enqueue: async (payment, options) => {
+      const client = await load()
+      if (!client.enqueue) throw new BaseError('The facilitator client does not queue payments.', { code: 'enqueue_not_supported' })
+      return client.enqueue(payment, options)
+    },
   }
 }

@@ -42,6 +42,18 @@ export type RouteConfig = Partial<OfferConfig> & {
   accepts?: readonly OfferConfig[]
   /** What one payment buys: `{ uses: 3 }` calls, a `{ window: '1h' }` of calls, or both, served on the access credential it earns. */
   grants?: GrantConfig
+  /**
+   * When the answer is released: `before-response` (default) once the payment has settled on chain;
+   * `after-response` once it is verified and durably queued for settlement (an x402kit facilitator's
+   * `enqueue`), which takes the wait for a block off the request. Other facilitators settle before.
+   */
+  settlement?: 'before-response' | 'after-response'
+  /**
+   * With `after-response`: the most a payer may have queued and not yet settled to this route's
+   * payee, per asset, as a price (`'$0.50'`, or atomic units). Past it, that payer's requests settle
+   * before the response until the queue catches up. Default: 100 times the payment.
+   */
+  maxUnsettled?: Price
 }
 
 /** Keys are `'METHOD /path'` or `'/path'` (every method); `*` is one or more segments, a final `/*` any tail. */
@@ -53,6 +65,8 @@ export type Offer = {
   input: { network: Network; payTo: string; asset?: Asset; maxTimeoutSeconds?: number; extra?: Record<string, unknown> }
   /** The requirements, when the price is fixed and so computed once. */
   fixed: PaymentRequirements.PaymentRequirements | undefined
+  /** The route's `maxUnsettled` in this offer's atomic units. */
+  maxUnsettled: bigint | undefined
 }
 
 export type Route = {
@@ -66,6 +80,7 @@ export type Route = {
   offers: Offer[]
   /** The access credential a payment earns, as its offers' `extra.grant` ask for it. */
   grant: Grant.Grant | undefined
+  settlement: 'before-response' | 'after-response'
 }
 
 export class PaywallConfigError extends BaseError {
@@ -87,7 +102,11 @@ export function compileRoutes(
     const { method, pattern } = parseKey(key)
     const twin = compiled.find((other) => other.method === method && canonical(other.pattern) === canonical(pattern))
     if (twin) throw new PaywallConfigError(`Routes "${twin.key}" and "${key}" are the same route once normalised.`)
-    const { price, accepts = [], description, mimeType, grants, ...shared } = route ?? {}
+    const { price, accepts = [], description, mimeType, grants, settlement = 'before-response', maxUnsettled, ...shared } = route ?? {}
+    if (settlement !== 'before-response' && settlement !== 'after-response')
+      throw new PaywallConfigError(`Route "${key}" has settlement "${String(settlement).slice(0, 40)}".`, {
+        hint: "Use 'before-response' or 'after-response'.",
+      })
     const offers = [...(price === undefined ? [] : [{ ...shared, price }]), ...accepts]
     if (offers.length === 0)
       throw new PaywallConfigError(`Route "${key}" has no price.`, {
@@ -102,9 +121,10 @@ export function compileRoutes(
       mimeType,
       offers: offers.map((offer) => {
         const merged = { ...shared, ...offer }
-        return compileOffer(key, grant ? { ...merged, extra: { ...merged.extra, grant } } : merged, defaults)
+        return compileOffer(key, grant ? { ...merged, extra: { ...merged.extra, grant } } : merged, defaults, maxUnsettled)
       }),
       grant,
+      settlement,
     })
   }
   return compiled
@@ -114,6 +134,7 @@ function compileOffer(
   key: string,
   offer: OfferConfig,
   defaults: { payTo?: string; network?: string; schemes: readonly SchemeServer[] },
+  maxUnsettled?: Price,
 ): Offer {
   const name = offer.scheme ?? 'exact'
   const scheme = defaults.schemes.find((candidate) => candidate.scheme === name)
@@ -134,11 +155,14 @@ function compileOffer(
       PaymentRequirements.schema,
       'offer',
     )
+    // The cap in the offer's own asset and units, converted as the scheme converts a price.
+    const cap = maxUnsettled === undefined ? undefined : BigInt(scheme.requirements({ ...input, price: maxUnsettled }).amount)
     return {
       scheme,
       price: offer.price,
       input: { ...input, network: probe.network as Network },
       fixed: typeof offer.price === 'function' ? undefined : probe,
+      maxUnsettled: cap,
     }
   } catch (cause) {
     const message = cause instanceof BaseError ? cause.shortMessage : cause instanceof Error ? cause.message.split('\n')[0] : String(cause)
