@@ -38,8 +38,11 @@ describe('x402 dev --once', () => {
     expect(stderr).toBe('')
     expect(code).toBe(0)
     expect(stdout).toMatch(/All 9 calls served and every payment settled on chain\./)
-    // EIP-3009 three times, a permit, a transaction of the agent's own, and the payment that bought a credential.
-    expect(stdout.match(/transaction {2}0x[0-9a-f]{64}/g)).toHaveLength(6)
+    // EIP-3009 twice before the response, a permit, a transaction of the agent's own, and the payment that bought a credential.
+    expect(stdout.match(/transaction {2}0x[0-9a-f]{64}/g)).toHaveLength(5)
+    // One EIP-3009 payment answered before its block, then settled in a batch.
+    expect(stdout).toMatch(/^paid +GET \/quote[^\n]*\n[^\n]*\n +settlement +queued/m)
+    expect(stdout).toMatch(/^settled +0\.0025 USDC queued after its response reached the seller in a batch$/m)
     expect(stdout.match(/^paid +GET \/report/m)).not.toBeNull()
     expect(stdout.match(/^paid +GET \/archive/m)).not.toBeNull()
     expect(stdout.match(/^credential GET \/feed/gm)).toHaveLength(3)

@@ -25,7 +25,7 @@ export type DemoApiOptions = {
 
 export const demoRoutes = {
   'GET /weather': '$0.001 USDC, signed transfer (EIP-3009)',
-  'GET /quote': '$0.0025 USDC, signed transfer (EIP-3009)',
+  'GET /quote': '$0.0025 USDC, signed transfer, answered before settlement',
   'POST /summarize': '$0.01 USDC, signed transfer (EIP-3009)',
   'GET /report': '0.02 PUSD, signed permit (EIP-2612)',
   'GET /archive': '$0.005 USDC, paid by the agent’s own transaction',
@@ -49,7 +49,14 @@ export function demoApp(options: DemoApiOptions): Hono {
       },
       routes: {
         'GET /weather': { price: '$0.001', asset: usdc, description: 'Current weather for a city' },
-        'GET /quote': { price: '$0.0025', asset: usdc, description: 'A quotation worth reading' },
+        'GET /quote': {
+          price: '$0.0025',
+          asset: usdc,
+          description: 'A quotation worth reading',
+          // Released once the payment is verified and queued; it settles in the next batch.
+          settlement: 'after-response',
+          maxUnsettled: '$0.05',
+        },
         'POST /summarize': { price: '$0.01', asset: usdc, description: 'Summarise a text' },
         'GET /report': { price: '0.02', asset: permitToken, description: 'A market report, paid in a permit-only token' },
         'GET /archive': { price: '$0.005', asset: usdc, scheme: 'txproof', description: 'An archived article' },

@@ -7,9 +7,9 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PERMIT_TOKEN_DOMAIN, startDevnet } from '@x402kit/devnet'
-import { startFacilitatorService } from '@x402kit/facilitator'
+import { createLogger, startFacilitatorService } from '@x402kit/facilitator'
 import { privateKeyToAccount } from 'viem/accounts'
-import { type Asset, Money, Network } from 'x402kit'
+import { type Asset, Facilitator, Money, Network } from 'x402kit'
 import { getPaymentResult, type PaymentResult, wrapFetch } from 'x402kit/client'
 import { exactEvmClient, toEvmSigner, txproofClient } from 'x402kit/evm'
 import { demoRoutes, startDemoApi } from '../demoApi.ts'
@@ -64,13 +64,25 @@ export async function dev(options: DevOptions = {}): Promise<number> {
 
     const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'x402-dev-')))
     if (!options.dataDir) cleanups.push(() => rm(dataDir, { recursive: true, force: true }))
-    const facilitator = await startFacilitatorService({
-      port: 0,
-      host: '127.0.0.1',
-      dataDir,
-      networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [facilitatorSigner.privateKey] } },
-      credentials: { issuer },
-    })
+    const facilitator = await startFacilitatorService(
+      {
+        port: 0,
+        host: '127.0.0.1',
+        dataDir,
+        // With the batcher, EIP-3009 payments settle through the settlement pipeline, many to a transaction.
+        networks: {
+          [devnet.network]: {
+            rpcUrl: devnet.rpcUrl,
+            signers: [facilitatorSigner.privateKey],
+            batcher: devnet.batcher,
+            pollingIntervalMs: 100,
+          },
+        },
+        credentials: { issuer },
+      },
+      // The demo's own lines are the output; the service speaks only of faults, on stderr.
+      { logger: createLogger({ level: 'error', write: (line) => process.stderr.write(`${line}\n`) }) },
+    )
     cleanups.push(() => facilitator.close())
     const api = await startDemoApi({
       facilitatorUrl: facilitator.url,
@@ -105,6 +117,9 @@ export async function dev(options: DevOptions = {}): Promise<number> {
     })
     const show = (pair: readonly [bigint, bigint]) => `${Money.format(pair[0], 6)} USDC, ${Money.format(pair[1], 6)} PUSD`
     let failures = 0
+    // Answers released before settlement (after-response routes), and the USDC the seller must end with.
+    let owed = 0n
+    let expected = (await balances()).seller[0]
     for (const call of agentCalls) {
       const before = await balances()
       const started = performance.now()
@@ -118,11 +133,16 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       const result = getPaymentResult(response)
       const after = await balances()
       const how = outcome(result)
+      if (how === 'paid' && result?.offer?.asset.toLowerCase() === devnet.usdc.toLowerCase()) expected += BigInt(result.offer.amount)
       const ok = response.ok && how === call.expect
       if (!ok) failures++
       out(`${ok ? how.padEnd(10) : 'FAILED    '} ${call.method} ${call.path}  → ${response.status} in ${elapsed} ms`)
       out(`      response     ${body.length > 160 ? `${body.slice(0, 160)}…` : body}`)
       if (result?.settlement?.transaction) out(`      transaction  ${result.settlement.transaction}`)
+      if (result?.settlement && Facilitator.isQueued(result.settlement)) {
+        owed += BigInt(result.settlement.amount ?? 0)
+        out('      settlement   queued: answered before its block, settles in the next batch')
+      }
       if (result?.granted)
         out(`      credential   granted for ${result.granted.scope}, ${result.granted.usesLeft ?? 'unlimited'} more uses`)
       if (result?.credential)
@@ -130,6 +150,16 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       if (!ok) out(`      not paid     ${result?.reason ?? 'no payment result'} ${result?.error ?? ''}`)
       out(`      agent        ${show(before.payer)} → ${show(after.payer)}`)
       out(`      seller       ${show(before.seller)} → ${show(after.seller)}`)
+    }
+    if (owed > 0n) {
+      // The queued payments land in a batch: wait until the seller holds every USDC payment made.
+      const deadline = Date.now() + 30_000
+      while ((await balances()).seller[0] < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
+      const settled = (await balances()).seller[0] === expected
+      if (!settled) failures++
+      out(
+        `${settled ? 'settled' : 'FAILED'}    ${Money.format(owed, 6)} USDC queued after its response ${settled ? 'reached the seller in a batch' : 'did not settle'}`,
+      )
     }
     out('')
     out(
