@@ -50,7 +50,7 @@ export class FacilitatorUnavailableError extends BaseError {
  * const { isValid, invalidReason } = await facilitator.verify({ payload, requirements })
  * ```
  */
-export function httpFacilitator(url: string | URL, options: HttpFacilitatorOptions = {}): FacilitatorClient {
+export function httpFacilitator(url: string | URL, options: HttpFacilitatorOptions = {}): Required<FacilitatorClient> {
   const base = String(url).replace(/\/+$/, '')
   if (!URL.canParse(base) || !/^https?:$/.test(new URL(base).protocol))
     throw new BaseError(`"${base.slice(0, 200)}" is not an http(s) URL.`, {
