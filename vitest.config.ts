@@ -7,5 +7,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     pool: 'forks',
     reporters: ['default'],
+    // Services started by tests log JSON lines to stdout; only their warnings and errors are worth reading here.
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' },
   },
 })
