@@ -236,11 +236,13 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
             )
             continue
           }
+          // The exposure is taken off under the payer the payment was queued with, which the outcome may name only now.
           const { rows } = await q.query(
-            `UPDATE payments SET status = $3, result = $4::jsonb, "transaction" = $5, error_reason = $6, payer = coalesce($7, payer),
+            `UPDATE payments SET status = $3, result = $4::jsonb, "transaction" = $5, error_reason = $6, payer = coalesce($7, payments.payer),
                payment = NULL, updated_at = $8
-             WHERE key = $1 AND batch_id = $2 AND status = 'submitted'
-             RETURNING network, asset, pay_to, payer, amount::text AS amount`,
+             FROM (SELECT key, payer FROM payments WHERE key = $1 FOR UPDATE) queued
+             WHERE payments.key = queued.key AND batch_id = $2 AND status = 'submitted'
+             RETURNING network, asset, pay_to, payments.payer, queued.payer AS queued_payer, amount::text AS amount`,
             [
               outcome.key,
               batchId,
@@ -255,7 +257,9 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
           const row = rows[0]
           if (!row) continue
           const payer = (row.payer as string | null) ?? undefined
-          if (payer) await expose(q, { payer, payTo: row.pay_to as string, asset: row.asset as string }, -BigInt(row.amount as string))
+          const queuedPayer = (row.queued_payer as string | null) ?? undefined
+          if (queuedPayer)
+            await expose(q, { payer: queuedPayer, payTo: row.pay_to as string, asset: row.asset as string }, -BigInt(row.amount as string))
           if (outcome.status === 'settled')
             settled.push({
               key: outcome.key,

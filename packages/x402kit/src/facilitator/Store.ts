@@ -221,13 +221,14 @@ export function memoryStore(options: { retentionMs?: number; now?: () => number 
           entry.batchId = undefined
           continue
         }
+        // The exposure this payment added when queued: under the payer it was queued with.
+        expose(record, -BigInt(record.amount))
         record.status = outcome.status
         record.result = structuredClone(outcome.result)
         record.transaction = outcome.transaction || undefined
         record.errorReason = outcome.status === 'failed' ? outcome.errorReason : undefined
         if (outcome.result.payer) record.payer = outcome.result.payer
         queued.delete(outcome.key)
-        expose(record, -BigInt(record.amount))
       }
       batch.open = false
     },

@@ -66,8 +66,10 @@ type Worker = {
   stopped: boolean
   /** Resolvers of workers idle on a network, called when a payment is queued there. */
   idle: Map<string, Set<() => void>>
-  /** Signers refused for want of gas, and when they may try again. */
+  /** Signers refused for want of gas, or whose batches the node refuses, and when they may try again. */
   resting: Map<string, number>
+  /** How many batches in a row the node refused from each signer. */
+  refusals: Map<string, number>
 }
 
 function start(context: Context, config: BatchConfig, queue: SettlementQueue, hooks: PipelineHooks): PipelineWorkers {
@@ -81,6 +83,7 @@ function start(context: Context, config: BatchConfig, queue: SettlementQueue, ho
     stopped: false,
     idle: new Map(),
     resting: new Map(),
+    refusals: new Map(),
   }
   const running: Promise<void>[] = []
   const timers: NodeJS.Timeout[] = []
@@ -289,16 +292,24 @@ async function send(worker: Worker, state: NetworkState, signer: SignerState, ba
         network: state.network,
         signer: signer.account.address,
       })
-    } else
+    } else {
+      // A node that refuses every batch would otherwise be asked again at once, in a loop: back off.
+      const refusals = (worker.refusals.get(signer.account.address) ?? 0) + 1
+      worker.refusals.set(signer.account.address, refusals)
+      const restMs = Math.min(30_000, 250 * 2 ** Math.min(refusals - 1, 7))
+      worker.resting.set(signer.account.address, Date.now() + restMs)
       worker.hooks.log('warn', 'the node refused a batch transaction', {
         network: state.network,
         signer: signer.account.address,
         error: message,
+        retryInMs: restMs,
       })
+    }
     if (result.conflict) await signer.nonces.resync()
     await close(worker, state, batch, [...rejected, ...items.map((item) => requeue(item))], undefined, 'dropped')
     return
   }
+  worker.refusals.delete(signer.account.address)
   await follow(worker, state, signer, { ...batch, transactions: [transaction] }, payments, lease)
 }
 
