@@ -379,6 +379,17 @@ for (const backend of backends.filter((b) => b.enabled))
         expect((await open(address))!.payments[0]).toMatchObject({ key: q, attempts: 2 })
       })
 
+      it('puts a payment the outcomes do not mention back in the queue, never stranded in a closed batch', async () => {
+        for (const name of ['told', 'untold']) await enqueue(name)
+        const address = await leased()
+        const { batch } = (await open(address))!
+        const [told, untold] = batch.keys as [string, string]
+        await one.closeBatch(batch.id, [settled(told)], tick())
+        expect(await two.get(untold)).toMatchObject({ status: 'queued' })
+        expect(await one.unfinishedBatches(network, address)).toEqual([])
+        expect((await open(address))!.payments).toMatchObject([{ key: untold, attempts: 1 }])
+      })
+
       it('is idempotent: closing a batch twice changes nothing', async () => {
         for (const name of ['a', 'b']) await enqueue(name)
         const address = await leased()

@@ -275,6 +275,12 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
             })
         }
         if (settled.length > 0 && options.ledger) await options.ledger(q, settled)
+        // A payment the outcomes do not mention goes back to the queue: a closed batch would strand it.
+        await q.query(
+          `UPDATE payments SET status = 'queued', batch_id = NULL, attempts = attempts + 1, updated_at = $2
+           WHERE batch_id = $1 AND status = 'submitted'`,
+          [batchId, at],
+        )
         await q.query('UPDATE batches SET open = false, closed_at = $2 WHERE id = $1', [batchId, at])
       }),
 

@@ -230,6 +230,15 @@ export function memoryStore(options: { retentionMs?: number; now?: () => number 
         if (outcome.result.payer) record.payer = outcome.result.payer
         queued.delete(outcome.key)
       }
+      // A payment the outcomes do not mention goes back to the queue: a closed batch would strand it.
+      for (const [key, entry] of queued) {
+        const record = records.get(key)
+        if (entry.batchId !== batchId || record?.status !== 'submitted') continue
+        record.status = 'queued'
+        record.updatedAt = at
+        entry.attempts++
+        entry.batchId = undefined
+      }
       batch.open = false
     },
     async unfinishedBatches(network, signer) {

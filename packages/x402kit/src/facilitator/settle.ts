@@ -127,7 +127,13 @@ function queuedAnswer(record: SettlementRecord, network: string): SettleResponse
 async function awaitOutcome(context: Context, key: string, network: string): Promise<SettleResponse> {
   const deadline = Date.now() + context.settleWaitMs
   for (;;) {
-    const record = await context.store.get(key)
+    let record: SettlementRecord | undefined
+    try {
+      record = await context.store.get(key)
+    } catch (error) {
+      // The store is away for a moment (a database restart): the payment is queued all the same; look again.
+      context.onError(error, { operation: 'settle', key })
+    }
     if (record && (record.status === 'settled' || record.status === 'failed')) return stored(record, network)
     const remaining = deadline - Date.now()
     if (remaining <= 0)
