@@ -114,6 +114,13 @@ export function sqlStore(db: Transactional, options: QueueOptions = {}): Settlem
   return {
     ...sqlQueue(db, options),
     get,
+    async unfinished(before, limit) {
+      const { rows } = await db.query(
+        `SELECT ${columns} FROM payments WHERE status = 'settling' AND updated_at < $1 ORDER BY updated_at LIMIT $2`,
+        [new Date(before), limit],
+      )
+      return rows.map(toRecord)
+    },
 
     async reserve(key, record) {
       const inserted = await db.query(

@@ -3,6 +3,7 @@
  * `(scheme, network)`; adding one touches its own folder only.
  */
 import type { SettlementQueue } from '../facilitator/Queue.ts'
+import type { SettlementRecord } from '../facilitator/Store.ts'
 import type { FacilitatorClient, Payment, SettleResponse, VerifyResponse } from './Facilitator.ts'
 import type { Price } from './Money.ts'
 import type { Asset, Network } from './Network.ts'
@@ -50,7 +51,15 @@ export type SchemeFacilitator = {
   extra?(network: Network): Record<string, unknown> | undefined
   /** Settlement in batches through a durable queue, where the scheme offers it (`facilitator/Queue.ts`). */
   readonly pipeline?: SchemePipeline
+  /**
+   * What the chain says of a settlement left `settling` (a crash between sending and recording):
+   * its outcome; `verified` when nothing was or can still be mined, so that it may be settled again;
+   * `undefined` while it cannot yet tell (a transaction still pending).
+   */
+  reconcile?(record: SettlementRecord): Promise<Reconciled | undefined>
 }
+
+export type Reconciled = { status: 'settled' | 'failed'; result: SettleResponse } | { status: 'verified' }
 
 /** A scheme's settlement pipeline: workers that take queued payments in batches and settle them. */
 export type SchemePipeline = {

@@ -61,6 +61,8 @@ export type SettlementStore = {
    */
   update(key: string, patch: SettlementPatch, when?: SettlementCondition): Promise<SettlementRecord | undefined>
   get(key: string): Promise<SettlementRecord | undefined>
+  /** Records still `settling` that were last written before `before` (ms): settlements a crash may have cut short. */
+  unfinished?(before: number, limit: number): Promise<SettlementRecord[]>
 }
 
 /** True when a record meets a compare-and-set condition. */
@@ -145,6 +147,12 @@ export function memoryStore(options: { retentionMs?: number; now?: () => number 
     async get(key) {
       const existing = records.get(key)
       return existing && structuredClone(existing)
+    },
+    async unfinished(before, limit) {
+      return [...records.values()]
+        .filter((record) => record.status === 'settling' && record.updatedAt < before)
+        .slice(0, limit)
+        .map((record) => structuredClone(record))
     },
 
     async enqueue(record, payment, { cap } = {}): Promise<EnqueueResult> {

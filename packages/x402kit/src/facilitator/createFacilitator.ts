@@ -13,7 +13,7 @@ import { type CredentialIssuerConfig, credentialIssuer } from './credentials.ts'
 import { createHandler } from './handler.ts'
 import type { Context } from './internal/context.ts'
 import { isQueue } from './Queue.ts'
-import { memoryStore, type SettlementStore } from './Store.ts'
+import { memoryStore, type SettlementPatch, type SettlementStore } from './Store.ts'
 import { settle } from './settle.ts'
 import { verify } from './verify.ts'
 
@@ -28,6 +28,11 @@ export type FacilitatorConfig = {
   verifyTtlMs?: number
   /** How long a settle waits for another instance already settling the same payment. Default 5 s. */
   pendingWaitMs?: number
+  /**
+   * A settlement left `settling` this long (a crash between sending and recording) is reconciled with
+   * the chain by its scheme, at start and every minute after. Default 180 s, well past any receipt wait.
+   */
+  reconcileAfterMs?: number
   /** Faults that do not reach the caller as such: scheme exceptions, store writes after settlement. Default: `console.error`. */
   onError?: (error: unknown, context: { operation: 'verify' | 'settle' | 'http'; key?: string }) => void
   /** The clock of record timestamps, in milliseconds. */
@@ -76,6 +81,11 @@ export type Facilitator = Required<FacilitatorClient> & {
   handler(request: Request): Promise<Response>
   /** Stops the settlement pipeline's workers, letting batches in flight finish for up to `graceMs`. */
   close(options?: { graceMs?: number }): Promise<void>
+  /**
+   * Settles the account of settlements left `settling` for `olderThanMs` (default `reconcileAfterMs`)
+   * with the chain, through their schemes; resolves with how many records it ended or reopened.
+   */
+  reconcile(options?: { olderThanMs?: number }): Promise<number>
 }
 
 const defaults = {
@@ -83,6 +93,7 @@ const defaults = {
   verifyTtlMs: 120_000,
   pendingWaitMs: 5_000,
   settleWaitMs: 60_000,
+  reconcileAfterMs: 180_000,
 } as const
 
 /**
@@ -215,10 +226,43 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
         (answer) => (answer.success ? 'queued' : (answer.errorReason ?? 'failed')),
       ),
   }
+  const reconcileAfterMs = config.reconcileAfterMs ?? defaults.reconcileAfterMs
+  async function reconcile({ olderThanMs = reconcileAfterMs }: { olderThanMs?: number } = {}): Promise<number> {
+    if (!store.unfinished || !config.schemes.some((scheme) => scheme.reconcile)) return 0
+    let done = 0
+    for (const record of await store.unfinished(now() - olderThanMs, 500)) {
+      const scheme = context.route({ ...record, maxTimeoutSeconds: 0 })
+      if (typeof scheme === 'string' || !scheme.reconcile) continue
+      try {
+        const outcome = await scheme.reconcile(record)
+        if (!outcome) continue
+        const patch: SettlementPatch =
+          outcome.status === 'verified'
+            ? { status: 'verified', updatedAt: now() }
+            : {
+                status: outcome.status,
+                result: outcome.result,
+                transaction: outcome.result.transaction || undefined,
+                errorReason: outcome.result.success ? undefined : (outcome.result.errorReason ?? undefined),
+                updatedAt: now(),
+              }
+        if (await store.update(record.key, patch, { status: 'settling', updatedBefore: now() - olderThanMs })) done++
+      } catch (error) {
+        onError(error, { operation: 'settle', key: record.key })
+      }
+    }
+    return done
+  }
+  const reconciling = setInterval(() => void reconcile().catch((error) => onError(error, { operation: 'settle' })), 60_000)
+  reconciling.unref()
+  setTimeout(() => void reconcile().catch((error) => onError(error, { operation: 'settle' })), 0).unref()
+
   return {
     ...(client as Required<FacilitatorClient>),
+    reconcile,
     handler: createHandler(client, { maxBodyBytes: config.maxBodyBytes ?? defaults.maxBodyBytes, onError, jwks: credentials.jwks }),
     async close(options) {
+      clearInterval(reconciling)
       await Promise.all([...workers.values()].map((running) => running.stop(options)))
     },
   }

@@ -10,6 +10,7 @@ import { type BatchConfig, exactPipeline } from './batch/pipeline.ts'
 import * as Eip2612 from './Eip2612.ts'
 import * as PermitSettle from './permit/settle.ts'
 import * as PermitVerify from './permit/verify.ts'
+import { reconcile } from './reconcile.ts'
 import { settle } from './settle.ts'
 import { createContext, type ExactEvmFacilitatorConfig } from './state.ts'
 import { settlementKey as authorizationKey, verify } from './verify.ts'
@@ -46,6 +47,7 @@ export function exactEvmFacilitator(config: ExactEvmFacilitatorConfig & { batch?
     verify: (payment) => (isPermit(payment) ? PermitVerify.verify(context, payment) : verify(context, payment)),
     settle: (payment) => (isPermit(payment) ? PermitSettle.settle(context, payment) : settle(context, payment)),
     settlementKey,
+    reconcile: (record) => reconcile(context, record),
     signers: (network) => context.networks.get(network)?.signers.map((signer) => signer.account.address) ?? [],
   }
 }

@@ -35,10 +35,13 @@ export const authorizationUsedEvent = {
 /** A payment of a batch with the authorization it carries into the transaction. */
 export type Item = { payment: QueuedPayment; authorization: BatchAuthorization }
 
+/** What a payment's outcome is looked up by: its key and asset, and the authorization it carries. */
+export type Lookup = { payment: { key: string; asset: string }; authorization: Pick<BatchAuthorization, 'from' | 'to' | 'value' | 'nonce'> }
+
 /** An outcome, before the settled answer is finished (an access credential added) by the facilitator. */
-export type Verdict =
-  | { key: string; status: 'settled'; item: Item; transaction: Hash; ours: boolean }
-  | { key: string; status: 'failed'; item: Item; reason: string; message: string; transaction?: Hash }
+export type Verdict<item extends Lookup = Item> =
+  | { key: string; status: 'settled'; item: item; transaction: Hash; ours: boolean }
+  | { key: string; status: 'failed'; item: item; reason: string; message: string; transaction?: Hash }
   | { key: string; status: 'queued' }
 
 /** How many blocks back a payment's authorization is looked for when its batch's receipt does not explain it. */
@@ -86,7 +89,7 @@ export async function verdictsOf(
  * settled when the transaction that used it made this very transfer (anyone may submit an EIP-3009
  * authorization); otherwise failed, as the payer spent or cancelled the authorization elsewhere.
  */
-export async function lookUp(state: NetworkState, item: Item): Promise<Verdict> {
+export async function lookUp<item extends Lookup>(state: NetworkState, item: item): Promise<Verdict<item>> {
   const { from, nonce } = item.authorization
   const asset = getAddress(item.payment.asset)
   const usedOnChain = await state.client.readContract({
@@ -96,13 +99,14 @@ export async function lookUp(state: NetworkState, item: Item): Promise<Verdict> 
     args: [getAddress(from), nonce],
   })
   if (!usedOnChain) return { key: item.payment.key, status: 'queued' }
-  const latest = await state.client.getBlockNumber()
+  // Not a cached block number: the authorization may have been used in the block just mined.
+  const latest = await state.client.getBlockNumber({ cacheTime: 0 })
   const logs = await state.client.getLogs({
     address: asset,
     event: authorizationUsedEvent,
     args: { authorizer: getAddress(from), nonce },
     fromBlock: latest > lookbackBlocks ? latest - lookbackBlocks : 0n,
-    toBlock: latest,
+    toBlock: 'latest',
   })
   const transaction = logs[0]?.transactionHash
   if (transaction) {
@@ -146,7 +150,7 @@ export function reasonOf(message: string): string | undefined {
 }
 
 /** The settle answer of a verdict, before the facilitator finishes it. */
-export function answerOf(verdict: Exclude<Verdict, { status: 'queued' }>, network: string): SettleResponse {
+export function answerOf(verdict: Exclude<Verdict<Lookup>, { status: 'queued' }>, network: string): SettleResponse {
   const payer = getAddress(verdict.item.authorization.from)
   if (verdict.status === 'settled')
     return { success: true, payer, transaction: verdict.transaction, network, amount: String(verdict.item.authorization.value) }
