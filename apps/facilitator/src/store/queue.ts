@@ -76,6 +76,7 @@ export type QueueOptions = {
 }
 
 const lower = (value: string) => value.toLowerCase()
+const exposureOf = ({ payer, payTo, asset }: Exposure) => `${lower(payer)} ${lower(payTo)} ${lower(asset)}`
 
 export function sqlQueue(db: Transactional, options: QueueOptions = {}): SettlementQueue {
   async function payments(q: Queryable, where: string, params: unknown[]): Promise<QueuedPayment[]> {
@@ -227,6 +228,7 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
         if (open.rows.length === 0) return
         const at = new Date(now)
         const settled: SettledEntry[] = []
+        const released = new Map<string, { of: Exposure; amount: bigint }>()
         for (const outcome of outcomes) {
           if (outcome.status === 'queued') {
             await q.query(
@@ -255,7 +257,11 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
           const row = rows[0]
           if (!row) continue
           const payer = (row.payer as string | null) ?? undefined
-          if (payer) await expose(q, { payer, payTo: row.pay_to as string, asset: row.asset as string }, -BigInt(row.amount as string))
+          if (payer) {
+            const of = { payer, payTo: row.pay_to as string, asset: row.asset as string }
+            const total = released.get(exposureOf(of))
+            released.set(exposureOf(of), { of, amount: (total?.amount ?? 0n) + BigInt(row.amount as string) })
+          }
           if (outcome.status === 'settled')
             settled.push({
               key: outcome.key,
@@ -269,6 +275,12 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
               transaction: outcome.transaction,
               settledAt: at,
             })
+        }
+        // One update per exposure, in one order for every batch: batches closing at once on other signers
+        // share payers, and rows locked in the order of each batch's payments deadlock one another.
+        for (const key of [...released.keys()].sort()) {
+          const { of, amount } = released.get(key)!
+          await expose(q, of, -amount)
         }
         if (settled.length > 0 && options.ledger) await options.ledger(q, settled)
         await q.query('UPDATE batches SET open = false, closed_at = $2 WHERE id = $1', [batchId, at])
