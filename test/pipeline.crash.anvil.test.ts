@@ -135,7 +135,10 @@ describe('the settlement pipeline, killed and restarted, and on two instances', 
       await service.start()
       restarts.push(Date.now() - restarted)
     }
-    const killing = { seconds: Math.round((Date.now() - began) / 1000), acknowledged: payments.filter((p) => p.acknowledged).length }
+    const killing = {
+      seconds: Math.round((Date.now() - began) / 1000),
+      acknowledged: payments.filter((tracked) => tracked.acknowledged).length,
+    }
     // The payments the kills left unacknowledged are sent again to the last process, which is left running.
     await within(traffic.done, 60_000, () => unanswered(payments))
     await settleAll(payments, () => service, { concurrency: 16, timeoutMs: 60_000 })
@@ -166,7 +169,7 @@ describe('the settlement pipeline, killed and restarted, and on two instances', 
       const folder = await mkdtemp(join(tmpdir(), 'x402kit-instances-'))
       cleanups.push(() => rm(folder, { recursive: true, force: true }))
       const config = join(folder, 'facilitator.json')
-      await writeFile(config, JSON.stringify({ pipeline: { leaseMs: leaseMs } }))
+      await writeFile(config, JSON.stringify({ pipeline: { leaseMs } }))
       const [one, two] = await Promise.all(
         ['one', 'two'].map((name) =>
           started(name, environment({ ...store.env, X402_CONFIG: config, X402_INSTANCE_ID: `instance-${name}` }), onTestFailed),
