@@ -16,6 +16,7 @@ import type {
   SettlementQueue,
   SettlementRecord,
 } from 'x402kit/facilitator'
+import { exposureKey } from 'x402kit/facilitator'
 import { readRecord } from './records.ts'
 import type { Queryable, Transactional } from './sql.ts'
 
@@ -227,6 +228,7 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
         if (open.rows.length === 0) return
         const at = new Date(now)
         const settled: SettledEntry[] = []
+        const released = new Map<string, { of: Exposure; amount: bigint }>()
         for (const outcome of outcomes) {
           if (outcome.status === 'queued') {
             await q.query(
@@ -258,8 +260,11 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
           if (!row) continue
           const payer = (row.payer as string | null) ?? undefined
           const queuedPayer = (row.queued_payer as string | null) ?? undefined
-          if (queuedPayer)
-            await expose(q, { payer: queuedPayer, payTo: row.pay_to as string, asset: row.asset as string }, -BigInt(row.amount as string))
+          if (queuedPayer) {
+            const of = { payer: queuedPayer, payTo: row.pay_to as string, asset: row.asset as string }
+            const total = released.get(exposureKey(of))
+            released.set(exposureKey(of), { of, amount: (total?.amount ?? 0n) + BigInt(row.amount as string) })
+          }
           if (outcome.status === 'settled')
             settled.push({
               key: outcome.key,
@@ -273,6 +278,12 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
               transaction: outcome.transaction,
               settledAt: at,
             })
+        }
+        // One update per exposure, in one order for every batch: batches closing at once on other signers
+        // share payers, and rows locked in the order of each batch's payments deadlock one another.
+        for (const key of [...released.keys()].sort()) {
+          const { of, amount } = released.get(key)!
+          await expose(q, of, -amount)
         }
         if (settled.length > 0 && options.ledger) await options.ledger(q, settled)
         // A payment the outcomes do not mention goes back to the queue: a closed batch would strand it.

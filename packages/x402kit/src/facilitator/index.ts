@@ -13,6 +13,7 @@ export {
   type BatchTransaction,
   type EnqueueResult,
   type Exposure,
+  exposureKey,
   isQueue,
   type PaymentOutcome,
   type QueuedPayment,
