@@ -3,9 +3,11 @@
  *
  *   npm run bench               full run (8 s per point at block time 0, 12 s at 2 s; about 6 minutes)
  *   npm run bench -- --quick    smoke run (short points, fewer payers)
+ *   npm run bench -- --pipeline-only   the settlement pipeline part alone (about 2 minutes; also BENCH_ONLY=pipeline)
  *
  * Environment: BENCH_SECONDS (seconds per point, every block time), BENCH_RUNS (latency-split runs),
- * BENCH_FRAMEWORK (`express` or `hono`: our resource server's framework; default express, like the reference's).
+ * BENCH_FRAMEWORK (`express` or `hono`: our resource server's framework; default express, like the reference's),
+ * DATABASE_URL and BENCH_PIPELINE_PAYMENTS (see `pipeline.ts`).
  */
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -13,10 +15,12 @@ import { loadavg } from 'node:os'
 import { renderCredentialFigures, runCredentialBench } from './credential.ts'
 import { latencySplit, type Split } from './latency.ts'
 import { type Point, runPoint } from './load.ts'
-import { machine, type Report, render, rps } from './report.ts'
+import { runPipelineBench } from './pipeline.ts'
+import { machine, type Report, render, renderPipeline, rps } from './report.ts'
 import { type Stack, type StackName, setupRetries, startStack } from './stacks.ts'
 
 const quick = process.argv.includes('--quick')
+const pipelineOnly = process.argv.includes('--pipeline-only') || process.env.BENCH_ONLY === 'pipeline'
 const envSeconds = positive(process.env.BENCH_SECONDS, 'BENCH_SECONDS')
 const framework = process.env.BENCH_FRAMEWORK === 'hono' ? 'hono' : 'express'
 
@@ -37,6 +41,7 @@ const stackNames: StackName[] = ['ours', 'reference']
 let current: Stack | undefined
 
 async function main(): Promise<void> {
+  if (pipelineOnly) return await pipelinePart()
   const startedAt = performance.now()
   const loadAtStart = loadavg()
   const splits: Partial<Record<StackName, Split>> = {}
@@ -68,6 +73,19 @@ async function main(): Promise<void> {
   // per-request `exact` payments on the same machine in the same run.
   progress('access credentials: check cost, and credential-path requests next to per-request exact')
   console.log(`\n6. Access credentials\n\n${renderCredentialFigures(await runCredentialBench(progress))}`)
+  await pipelinePart()
+}
+
+/** The settlement pipeline beside the reference facilitator, on a chain of its own (`pipeline.ts`). */
+async function pipelinePart(): Promise<void> {
+  progress('settlement pipeline: settled payments per second, gas per payment, after-response latency')
+  const figures = await runPipelineBench(quick, (line) => progress(line))
+  console.log(`\n${renderPipeline(figures)}`)
+  console.log(
+    `\n   reproduce: npm run bench -- --pipeline-only${quick ? ' --quick' : ''}; load average at the end ${loadavg()
+      .map((load) => load.toFixed(2))
+      .join(' / ')}`,
+  )
 }
 
 /**

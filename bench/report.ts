@@ -4,6 +4,7 @@
 import os from 'node:os'
 import { type Phase, phases, type Split } from './latency.ts'
 import type { Point } from './load.ts'
+import type { PipelineFigures, Throughput } from './pipeline.ts'
 import { priceAtomic } from './stacks.ts'
 
 export type Machine = {
@@ -287,4 +288,121 @@ function table(rows: string[][], left: number[]): string[] {
         .join('  ')
         .trimEnd()}`,
   )
+}
+
+/** The settlement pipeline beside the reference facilitator (`pipeline.ts`). */
+export function renderPipeline(figures: PipelineFigures): string {
+  const { settings: s, ours, reference } = figures
+  const lines: string[] = []
+  const store = s.database === 'postgres' ? 'PostgreSQL (DATABASE_URL)' : 'PGlite in a local folder'
+  lines.push(`7. Settlement pipeline beside the reference facilitator (same run, same chain)`)
+  lines.push('')
+  lines.push(
+    `   chain      anvil, ${s.blockTime} s blocks, block gas limit ${group(s.gasLimit)} (far above what either stack fills: not the bottleneck)`,
+  )
+  lines.push(`   ours       in-process createFacilitator, pipeline with ${s.signers} signer keys, maxItems ${s.maxItems}, store ${store};`)
+  lines.push(`              ${ours.submitted} payments from ${s.payers} payers through enqueue, ${s.concurrency} in flight`)
+  lines.push(
+    `   reference  in-process x402Facilitator (@x402/*), one signer key, settle ${s.referenceConcurrency} at a time for ${s.referenceSeconds} s`,
+  )
+  lines.push(`   payments signed before the clock starts (${figures.signingSeconds.toFixed(1)} s); price ${usdc(priceAtomic)}`)
+  lines.push('')
+  const perPayment = (t: Throughput) => (t.settled > 0 ? t.gasUsed / BigInt(t.settled) : 0n)
+  const ourGas = perPayment(ours)
+  const singleGas = perPayment(reference)
+  const rows: string[][] = [
+    ['', 'ours', 'reference', 'ours/ref', 'target'],
+    [
+      'settled payments per second',
+      ours.perSecond.toFixed(1),
+      reference.perSecond.toFixed(1),
+      times(ours.perSecond, reference.perSecond),
+      '≥ 1,000',
+    ],
+    ['settled / submitted', `${ours.settled} / ${ours.submitted}`, `${reference.settled} / ${reference.submitted}`, '', ''],
+    ['seconds, first submission → last settled', ours.seconds.toFixed(1), reference.seconds.toFixed(1), '', ''],
+    ['transactions', String(ours.transactions), String(reference.transactions), '', ''],
+    ['gas per payment', group(ourGas), group(singleGas), percent(ourGas, singleGas), '≤ 60 %'],
+  ]
+  lines.push(...table(rows, [0]))
+  lines.push(
+    `   ours queued every payment in ${ours.queuedSeconds?.toFixed(1)} s (${(ours.submitted / (ours.queuedSeconds ?? 1)).toFixed(0)}/s durably queued)`,
+  )
+  lines.push('   gas: ours = the batches’ gasUsed / settled payments; reference = mean gasUsed of its one-payment transactions')
+  for (const [who, t] of [
+    ['ours', ours],
+    ['reference', reference],
+  ] as const)
+    if (t.failed > 0)
+      lines.push(
+        `   ${who} failed ${t.failed}: ${[...t.reasons]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 3)
+          .map(([reason, count]) => `${count} × ${reason}`)
+          .join('; ')}`,
+      )
+  const expected = BigInt(ours.settled + reference.settled) * priceAtomic
+  lines.push(
+    `   honesty check: payTo received ${usdc(figures.received)} for ${ours.settled + reference.settled} settled × price: ${mark(expected, figures.received)}`,
+  )
+  lines.push('')
+  lines.push('   CPU ms per settled payment (the process running the facilitator and its submitters, and anvil),')
+  lines.push('   and the share of the machine other work took meanwhile')
+  const cpuRows: string[][] = [['', 'facilitator', 'anvil', 'sum', 'other work']]
+  for (const [who, t] of [
+    ['ours', ours],
+    ['reference', reference],
+  ] as const) {
+    const cpu = (name: string) => (t.cpu[name] ? t.cpu[name].user + t.cpu[name].system : 0)
+    const per = (seconds: number) => (t.settled > 0 ? ((seconds * 1000) / t.settled).toFixed(2) : '-')
+    const other =
+      t.machineBusySeconds === undefined
+        ? '-'
+        : `${Math.max(0, ((t.machineBusySeconds - cpu('bench') - cpu('anvil')) / t.seconds) * 100).toFixed(0)} % of a core`
+    cpuRows.push([who, per(cpu('bench')), per(cpu('anvil')), per(cpu('bench') + cpu('anvil')), other])
+  }
+  lines.push(...table(cpuRows, [0]))
+  lines.push('')
+  const { latency } = figures
+  lines.push(
+    `   Paid-request latency, ${s.blockTime} s blocks: payment header built beforehand; paid and free requests in turn, one at a time, ms`,
+  )
+  lines.push('   ours: Hono + paywall, route settlement after-response with maxUnsettled $1, facilitator in-process (enqueue);')
+  lines.push(
+    '   reference: Express + @x402/express, its facilitator over loopback HTTP (settles before answering); free = an uncovered path',
+  )
+  lines.push('')
+  const latencyRows: string[][] = [['', 'paid p50', 'paid p99', 'free p50', 'added p50', 'added p99', 'paid requests', 'failed']]
+  for (const [who, l] of [
+    ['ours', latency.ours],
+    ['reference', latency.reference],
+  ] as const) {
+    if (!l) {
+      latencyRows.push([who, '-', '-', '-', '-', '-', '0', '-'])
+      continue
+    }
+    const free50 = median(l.free)
+    latencyRows.push([
+      who,
+      ms(median(l.paid)),
+      ms(percentile(l.paid, 0.99)),
+      ms(free50),
+      ms(median(l.paid) - free50),
+      ms(percentile(l.paid, 0.99) - percentile(l.free, 0.99)),
+      String(l.paid.length),
+      String(l.failures),
+    ])
+  }
+  lines.push(...table(latencyRows, [0]))
+  lines.push('   added = paid − free (p99: paid p99 − free p99); target for ours: added p50 < 5 ms')
+  if (latency.note) lines.push(`   note: ${latency.note}`)
+  return lines.join('\n')
+}
+
+function times(ours: number, reference: number): string {
+  return reference > 0 ? `${(ours / reference).toFixed(0)}×` : '-'
+}
+
+function percent(part: bigint, whole: bigint): string {
+  return whole > 0n ? `${((Number(part) / Number(whole)) * 100).toFixed(0)} %` : '-'
 }
