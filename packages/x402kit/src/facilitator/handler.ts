@@ -100,7 +100,11 @@ export function createHandler(
     try {
       const path = new URL(request.url).pathname.replace(/(?<=.)\/$/, '')
       const route = routes.get(path)
-      if (!route) return problem('not_found', `There is no ${path.slice(0, 200)}; the API is POST /verify, POST /settle, POST /enqueue, GET /supported.`)
+      if (!route)
+        return problem(
+          'not_found',
+          `There is no ${path.slice(0, 200)}; the API is POST /verify, POST /settle, POST /enqueue, GET /supported.`,
+        )
       const run = route[request.method as keyof Route]
       const allow = Object.keys(route).join(', ')
       if (!run) return problem('method_not_allowed', `${path} accepts ${allow}, not ${request.method.slice(0, 20)}.`, { allow })
