@@ -192,4 +192,31 @@ describe('the reference client pays our server over a channel', () => {
     // Nothing new: nothing to claim.
     expect(await scheme.claim()).toEqual([])
   })
+
+  it('charges one of two concurrent vouchers for the same increment, and claims it', async () => {
+    const charged = price * BigInt(requests)
+    const answers = await Promise.all([payWithVoucher(charged + price), payWithVoucher(charged + price + 1n)])
+    // Both pass verification and reach the handler; only the one charged first has its answer released.
+    expect(answers.map(({ status }) => status).sort()).toEqual([200, 402])
+    const refused = answers.find(({ status }) => status === 402)!
+    expect([Reason.batchCumulativeBelowClaimed, Reason.batchCumulativeAmountMismatch]).toContain(errorOf(refused))
+    expect(await refused.text()).not.toContain('usd')
+    const [result] = await scheme.claim()
+    expect(result).toMatchObject({ channels: 1, claimed: price })
+    expect(await devnet.usdcBalance(payTo)).toBe(price * BigInt(requests + 1))
+  })
+
+  it('refuses vouchers once the payer starts to withdraw', async () => {
+    await devnet.walletClient(payer.privateKey).writeContract({
+      address: Channel.escrowAddress,
+      abi: batchSettlementAbi,
+      functionName: 'initiateWithdraw',
+      args: [channelConfig(), 1_000n],
+    })
+    await devnet.mine()
+    expect(await scheme.claim()).toEqual([])
+    const closing = await payWithVoucher(price * BigInt(requests + 3))
+    expect(closing.status).toBe(402)
+    expect(errorOf(closing)).toBe(Reason.batchChannelClosing)
+  })
 })

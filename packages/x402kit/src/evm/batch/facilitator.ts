@@ -320,9 +320,29 @@ export function batchSettlementEvmFacilitator(config: BatchSettlementEvmFacilita
     })
   }
 
+  /**
+   * Reads each channel's balance and pending withdrawal again: a payer who started to withdraw is
+   * refused from here on, and the claim comes before the withdrawal delay ends.
+   */
+  async function refresh(state: NetworkState): Promise<void> {
+    const at = { address: state.escrow, abi: escrowAbi } as const
+    const known = [...channels.values()].filter((channel) => channel.network === state.network)
+    await Promise.all(
+      known.map(async (channel) => {
+        const [[balance], [pending]] = await Promise.all([
+          state.client.readContract({ ...at, functionName: 'channels', args: [channel.id] }),
+          state.client.readContract({ ...at, functionName: 'pendingWithdrawals', args: [channel.id] }),
+        ])
+        channel.balance = balance
+        channel.closing = pending > 0n
+      }),
+    )
+  }
+
   async function claim(): Promise<ClaimResult[]> {
     const results: ClaimResult[] = []
     for (const state of networks.values()) {
+      await refresh(state)
       // A consistent snapshot: each row's voucher covers its total, taken in one synchronous pass.
       const rows = [...channels.values()]
         .filter((channel) => channel.network === state.network && channel.charged > channel.claimed && channel.signature)
