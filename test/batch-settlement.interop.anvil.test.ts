@@ -28,6 +28,8 @@ const requests = 5
 let devnet: Devnet
 let payer: DevnetAccount
 let authorizer: DevnetAccount
+let topUpPayer: DevnetAccount
+let usdc: Asset
 let payTo: Address
 let scheme: BatchSettlementEvmFacilitator
 let app: Hono
@@ -49,8 +51,8 @@ async function deploy(abi: Abi, bytecode: Hex, args: readonly unknown[] = []): P
 }
 
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 2 })
-  ;[payer, authorizer] = devnet.accounts as [DevnetAccount, DevnetAccount]
+  devnet = await startDevnet({ accounts: 3 })
+  ;[payer, authorizer, topUpPayer] = devnet.accounts as [DevnetAccount, DevnetAccount, DevnetAccount]
   payTo = privateKeyToAccount(generatePrivateKey()).address
   // Our escrow's runtime code at the canonical address, and a collector built for it at its own.
   const escrow = await deploy(batchSettlementAbi, batchSettlementBytecode)
@@ -58,7 +60,7 @@ beforeAll(async () => {
   const collector = await deploy(erc3009DepositCollectorAbi, erc3009DepositCollectorBytecode, [Channel.escrowAddress])
   await devnet.setCode(Channel.erc3009CollectorAddress, (await devnet.publicClient.getCode({ address: collector }))!)
 
-  const usdc: Asset = { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' }
+  usdc = { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' }
   Network.registerAsset(devnet.network, devnet.chainId, usdc)
   scheme = batchSettlementEvmFacilitator({ networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } } })
   app = new Hono()
@@ -218,5 +220,50 @@ describe('the reference client pays our server over a channel', () => {
     const closing = await payWithVoucher(price * BigInt(requests + 3))
     expect(closing.status).toBe(402)
     expect(errorOf(closing)).toBe(Reason.batchChannelClosing)
+  })
+})
+
+describe('a channel that runs dry, with claims on a value threshold', () => {
+  it('tops the channel up, and claims once three prices are unclaimed', async () => {
+    const seller = privateKeyToAccount(generatePrivateKey()).address
+    const channels = batchSettlementEvmFacilitator({
+      networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
+      claimThreshold: 3n * price,
+    })
+    const shop = new Hono()
+    shop.use(
+      paywall({
+        facilitator: createFacilitator({ schemes: [channels] }),
+        payTo: seller,
+        network: devnet.network,
+        schemes: [batchSettlementEvmServer({ receiverAuthorizer: authorizer.address, minDeposit: 4n * price })],
+        routes: { 'GET /quote': { price: { atomic: price.toString() }, scheme: 'batch-settlement', asset: usdc } },
+      }),
+    )
+    shop.get('/quote', (c) => c.json({ symbol: 'ETH', usd: 3_000 }))
+    const types: string[] = []
+    const fetchShop = async (input: RequestInfo | URL, init?: RequestInit) => {
+      const request = new Request(input, init)
+      const header = request.headers.get(HttpHeader.paymentSignature)
+      if (header) types.push((PaymentPayload.decode(header).payload as { type: string }).type)
+      return shop.request(request)
+    }
+    const pay = wrapFetchWithPaymentFromConfig(
+      fetchShop as typeof fetch,
+      {
+        schemes: [{ network: 'eip155:*', client: new BatchSettlementEvmScheme(privateKeyToAccount(topUpPayer.privateKey) as never) }],
+        spendControls: { allowedAssets: [{ network: devnet.network, asset: devnet.usdc }] },
+      } as never,
+    )
+    const before = await devnet.usdcBalance(topUpPayer.address)
+    for (let i = 0; i < 6; i++) expect((await pay('http://localhost/quote')).status).toBe(200)
+    // 4,000 deposited first; the fifth request needs 5,000 and deposits again.
+    expect(types).toEqual(['deposit', 'voucher', 'voucher', 'voucher', 'deposit', 'voucher'])
+    expect(await devnet.usdcBalance(topUpPayer.address)).toBe(before - 8n * price)
+    // The third charge crossed the threshold: those three (at least) were claimed without being asked.
+    await expect.poll(() => devnet.usdcBalance(seller), { timeout: 10_000 }).toBeGreaterThanOrEqual(3n * price)
+    await channels.claim()
+    expect(await devnet.usdcBalance(seller)).toBe(6n * price)
+    channels.stop()
   })
 })

@@ -5,7 +5,7 @@
 import { encodeFunctionData, type Hex } from 'viem'
 import { BaseError } from '../../core/Errors.ts'
 import { escrowAbi } from './abi.ts'
-import { type ClaimResult, type Context, type NetworkState, readChannel, send } from './state.ts'
+import { type ClaimResult, type Context, locked, type NetworkState, readChannel, send } from './state.ts'
 
 /**
  * Reads each channel's balance and pending withdrawal again: a payer who started to withdraw is
@@ -14,11 +14,14 @@ import { type ClaimResult, type Context, type NetworkState, readChannel, send } 
 async function refresh(context: Context, state: NetworkState): Promise<void> {
   const known = [...context.channels.values()].filter((channel) => channel.network === state.network)
   await Promise.all(
-    known.map(async (channel) => {
-      const { balance, closing } = await readChannel(state, channel.id)
-      channel.balance = balance
-      channel.closing = closing
-    }),
+    // Under the channel's lock, so a deposit settling meanwhile is not overwritten by an older read.
+    known.map((channel) =>
+      locked(context, channel.id, async () => {
+        const { balance, closing } = await readChannel(state, channel.id)
+        channel.balance = balance
+        channel.closing = closing
+      }),
+    ),
   )
 }
 

@@ -40,6 +40,8 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
     channel.charged += price
     channel.signedMax = payload.voucher.maxClaimableAmount
     channel.signature = payload.voucher.signature
+    context.unclaimed += price
+    context.charged()
     return {
       success: true,
       transaction,
