@@ -7,7 +7,7 @@ import { BatchSettlementEvmScheme, computeChannelId, signVoucher } from '@x402/e
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch'
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
 import { Hono } from 'hono'
-import { type Abi, type Address, type Hex, zeroAddress } from 'viem'
+import { type Abi, type Address, createTestClient, type Hex, http, zeroAddress } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Asset, HttpHeader, Network, PaymentPayload, PaymentRequired, Reason } from 'x402kit'
@@ -29,6 +29,8 @@ let devnet: Devnet
 let payer: DevnetAccount
 let authorizer: DevnetAccount
 let topUpPayer: DevnetAccount
+let stayer: DevnetAccount
+let leaver: DevnetAccount
 let usdc: Asset
 let payTo: Address
 let scheme: BatchSettlementEvmFacilitator
@@ -51,8 +53,14 @@ async function deploy(abi: Abi, bytecode: Hex, args: readonly unknown[] = []): P
 }
 
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 3 })
-  ;[payer, authorizer, topUpPayer] = devnet.accounts as [DevnetAccount, DevnetAccount, DevnetAccount]
+  devnet = await startDevnet({ accounts: 5 })
+  ;[payer, authorizer, topUpPayer, stayer, leaver] = devnet.accounts as DevnetAccount[] as [
+    DevnetAccount,
+    DevnetAccount,
+    DevnetAccount,
+    DevnetAccount,
+    DevnetAccount,
+  ]
   payTo = privateKeyToAccount(generatePrivateKey()).address
   // Our escrow's runtime code at the canonical address, and a collector built for it at its own.
   const escrow = await deploy(batchSettlementAbi, batchSettlementBytecode)
@@ -265,5 +273,37 @@ describe('a channel that runs dry, with claims on a value threshold', () => {
     await channels.claim()
     expect(await devnet.usdcBalance(seller)).toBe(6n * price)
     channels.stop()
+  })
+})
+
+// Last: it moves the chain's clock past the withdraw delay.
+describe('a claim across channels, one of them emptied by a withdrawal', () => {
+  it('claims the channels that can be claimed and leaves out the one that cannot', async () => {
+    const referencePay = (key: Hex) =>
+      wrapFetchWithPaymentFromConfig(
+        fetchApp as typeof fetch,
+        {
+          schemes: [{ network: 'eip155:*', client: new BatchSettlementEvmScheme(privateKeyToAccount(key) as never) }],
+          spendControls: { allowedAssets: [{ network: devnet.network, asset: devnet.usdc }] },
+        } as never,
+      )
+    for (const key of [stayer.privateKey, leaver.privateKey]) {
+      const pay = referencePay(key)
+      for (let i = 0; i < 2; i++) expect((await pay('http://localhost/quote')).status).toBe(200)
+    }
+    // The leaver withdraws its whole deposit before the receiver claims anything of it.
+    const leaverChannel = { ...channelConfig(), payer: leaver.address, payerAuthorizer: leaver.address }
+    const escrow = { address: Channel.escrowAddress, abi: batchSettlementAbi } as const
+    const leaverWallet = devnet.walletClient(leaver.privateKey)
+    const wait = async (hash: Hex) => expect((await devnet.publicClient.waitForTransactionReceipt({ hash })).status).toBe('success')
+    await wait(await leaverWallet.writeContract({ ...escrow, functionName: 'initiateWithdraw', args: [leaverChannel, deposit] }))
+    await createTestClient({ mode: 'anvil', transport: http(devnet.rpcUrl) }).increaseTime({ seconds: Channel.minWithdrawDelay })
+    await devnet.mine()
+    await wait(await leaverWallet.writeContract({ ...escrow, functionName: 'finalizeWithdraw', args: [leaverChannel] }))
+
+    const before = await devnet.usdcBalance(payTo)
+    const [result] = await scheme.claim()
+    expect(result).toMatchObject({ channels: 1, claimed: 2n * price })
+    expect(await devnet.usdcBalance(payTo)).toBe(before + 2n * price)
   })
 })

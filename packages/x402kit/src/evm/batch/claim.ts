@@ -5,6 +5,7 @@
 import { encodeFunctionData, type Hex } from 'viem'
 import { BaseError } from '../../core/Errors.ts'
 import { escrowAbi } from './abi.ts'
+import type { ChannelState } from './check.ts'
 import { type ClaimResult, type Context, locked, type NetworkState, readChannel, send } from './state.ts'
 
 /**
@@ -30,21 +31,19 @@ export async function claim(context: Context): Promise<ClaimResult[]> {
   for (const state of context.networks.values()) {
     await refresh(context, state)
     // A consistent snapshot: each row's voucher covers its total, taken in one synchronous pass.
-    const rows = [...context.channels.values()]
+    const due = [...context.channels.values()]
       .filter((channel) => channel.network === state.network && channel.charged > channel.claimed && channel.signature)
       .map((channel) => ({ channel, total: channel.charged, max: channel.signedMax, signature: channel.signature as Hex }))
-    if (rows.length === 0) continue
-    const data = encodeFunctionData({
-      abi: escrowAbi,
-      functionName: 'claim',
-      args: [
-        rows.map(({ channel, total, max, signature }) => ({
-          voucher: { channel: channel.config, maxClaimableAmount: max },
-          signature,
-          totalClaimed: total,
-        })),
-      ],
-    })
+    if (due.length === 0) continue
+    // One row that cannot be claimed (a channel emptied by a withdrawal) would revert the whole batch:
+    // when the batch does not simulate, only the rows that simulate alone go in.
+    let rows = due
+    if (!(await simulates(state, claimData(rows)))) {
+      const alone = await Promise.all(due.map((row) => simulates(state, claimData([row]))))
+      rows = due.filter((_, index) => alone[index])
+      if (rows.length === 0) continue
+    }
+    const data = claimData(rows)
     const claimed = await send(state, data, state.escrow)
     if (!claimed.success) throw new BaseError('The claim reverted.', { code: 'claim_reverted', details: claimed.hash })
     let value = 0n
@@ -65,4 +64,29 @@ export async function claim(context: Context): Promise<ClaimResult[]> {
     results.push({ network: state.network, channels: rows.length, claimed: value, transactions })
   }
   return results
+}
+
+type Row = { channel: ChannelState; total: bigint; max: bigint; signature: Hex }
+
+function claimData(rows: readonly Row[]): Hex {
+  return encodeFunctionData({
+    abi: escrowAbi,
+    functionName: 'claim',
+    args: [
+      rows.map(({ channel, total, max, signature }) => ({
+        voucher: { channel: channel.config, maxClaimableAmount: max },
+        signature,
+        totalClaimed: total,
+      })),
+    ],
+  })
+}
+
+async function simulates(state: NetworkState, data: Hex): Promise<boolean> {
+  try {
+    await state.client.call({ account: state.account, to: state.escrow, data })
+    return true
+  } catch {
+    return false
+  }
 }
