@@ -94,6 +94,34 @@ export const Reason = {
   exactSimulationFailed: 'invalid_exact_evm_transaction_simulation_failed',
   exactFailedToParseSignature: 'invalid_exact_evm_failed_to_parse_signature',
   exactTransferEventMismatch: 'invalid_exact_evm_transfer_event_mismatch',
+  // evm batch-settlement (channels); the reference's strings, plus ours where it has none
+  batchScheme: 'invalid_batch_settlement_evm_scheme',
+  batchNetworkMismatch: 'invalid_batch_settlement_evm_network_mismatch',
+  batchPayloadType: 'invalid_batch_settlement_evm_payload_type',
+  batchMissingEip712Domain: 'invalid_batch_settlement_evm_missing_eip712_domain',
+  batchChannelIdMismatch: 'invalid_batch_settlement_evm_channel_id_mismatch',
+  batchReceiverMismatch: 'invalid_batch_settlement_evm_receiver_mismatch',
+  batchReceiverAuthorizerMismatch: 'invalid_batch_settlement_evm_receiver_authorizer_mismatch',
+  batchTokenMismatch: 'invalid_batch_settlement_evm_token_mismatch',
+  batchWithdrawDelayMismatch: 'invalid_batch_settlement_evm_withdraw_delay_mismatch',
+  batchVoucherSignature: 'invalid_batch_settlement_evm_voucher_signature',
+  /** The voucher is lower than one the channel already accepted. */
+  batchCumulativeBelowClaimed: 'invalid_batch_settlement_evm_cumulative_below_claimed',
+  /** The voucher does not cover the price on top of what the channel has already been charged. */
+  batchCumulativeAmountMismatch: 'invalid_batch_settlement_evm_cumulative_amount_mismatch',
+  /** The voucher is above what the channel holds (under-funded). */
+  batchCumulativeExceedsBalance: 'invalid_batch_settlement_evm_cumulative_exceeds_balance',
+  batchChannelNotFound: 'invalid_batch_settlement_evm_channel_not_found',
+  batchValidBefore: 'invalid_batch_settlement_evm_payload_authorization_valid_before',
+  batchValidAfter: 'invalid_batch_settlement_evm_payload_authorization_valid_after',
+  batchReceiveAuthorizationSignature: 'invalid_batch_settlement_evm_receive_authorization_signature',
+  batchDepositSimulationFailed: 'invalid_batch_settlement_evm_deposit_simulation_failed',
+  batchDepositTransactionFailed: 'invalid_batch_settlement_evm_deposit_transaction_failed',
+  batchRpcReadFailed: 'invalid_batch_settlement_evm_rpc_read_failed',
+  /** The payer has started a withdrawal: the channel takes no more vouchers (ours). */
+  batchChannelClosing: 'invalid_batch_settlement_evm_channel_closing',
+  /** This exact voucher was already spent (ours). */
+  batchVoucherAlreadyUsed: 'invalid_batch_settlement_evm_voucher_already_used',
   // evm exact with EIP-2612 permit (ours)
   permitSignature: 'invalid_exact_evm_permit_signature',
   permitSpenderMismatch: 'invalid_exact_evm_permit_spender_mismatch',

@@ -4,12 +4,15 @@ import * as evm from './index.ts'
 it('exports', () => {
   expect(Object.keys(evm).sort()).toMatchInlineSnapshot(`
     [
+      "Channel",
       "Eip2612",
       "Eip3009",
       "InvalidSignatureError",
       "NonceManager",
       "TransactionProof",
       "TxproofPaymentError",
+      "batchSettlementEvmFacilitator",
+      "batchSettlementEvmServer",
       "exactEvmClient",
       "exactEvmFacilitator",
       "exactEvmServer",

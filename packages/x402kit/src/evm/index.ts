@@ -1,3 +1,12 @@
+export * as Channel from './batch/Channel.ts'
+export {
+  type BatchSettlementEvmFacilitator,
+  type BatchSettlementEvmFacilitatorConfig,
+  type BatchSettlementEvmNetworkConfig,
+  batchSettlementEvmFacilitator,
+  type ClaimResult,
+} from './batch/facilitator.ts'
+export { type BatchSettlementEvmServerOptions, batchSettlementEvmServer } from './batch/server.ts'
 export type { ExactEvmClientOptions } from './exact/client.ts'
 export { exactEvmClient } from './exact/client.ts'
 export * as Eip2612 from './exact/Eip2612.ts'

@@ -1,0 +1,160 @@
+/**
+ * Channel: the wire of `batch-settlement` on EVM (x402 `specs/schemes/batch-settlement/`, as the
+ * reference `@x402/evm` 2.27 sends it) — the channel config, the cumulative voucher, the deposit and
+ * voucher payloads — and the EIP-712 domain and types the `x402BatchSettlement` escrow checks.
+ */
+import { type Address, encodeAbiParameters, getAddress, type Hex, hashTypedData, isAddress, keccak256, zeroAddress } from 'viem'
+import { z } from 'zod'
+import { recoverAddress } from '../recover.ts'
+
+export const scheme = 'batch-settlement' as const
+
+/** The escrow and the EIP-3009 deposit collector at their canonical addresses. */
+export const escrowAddress = '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003' as const
+export const erc3009CollectorAddress = '0x4020806089470a89826cB9fB1f4059150b550004' as const
+
+/** Bounds of a channel's `withdrawDelay`, in seconds, as the escrow enforces them. */
+export const minWithdrawDelay = 900
+export const maxWithdrawDelay = 2_592_000
+
+export const domain = { name: 'x402 Batch Settlement', version: '1' } as const
+
+export const types = {
+  ChannelConfig: [
+    { name: 'payer', type: 'address' },
+    { name: 'payerAuthorizer', type: 'address' },
+    { name: 'receiver', type: 'address' },
+    { name: 'receiverAuthorizer', type: 'address' },
+    { name: 'token', type: 'address' },
+    { name: 'withdrawDelay', type: 'uint40' },
+    { name: 'salt', type: 'bytes32' },
+  ],
+  Voucher: [
+    { name: 'channelId', type: 'bytes32' },
+    { name: 'maxClaimableAmount', type: 'uint128' },
+  ],
+} as const
+
+export const receiveWithAuthorizationTypes = {
+  ReceiveWithAuthorization: [
+    { name: 'from', type: 'address' },
+    { name: 'to', type: 'address' },
+    { name: 'value', type: 'uint256' },
+    { name: 'validAfter', type: 'uint256' },
+    { name: 'validBefore', type: 'uint256' },
+    { name: 'nonce', type: 'bytes32' },
+  ],
+} as const
+
+const maxUint128 = (1n << 128n) - 1n
+const address = z
+  .string()
+  .max(42)
+  .refine((value) => isAddress(value, { strict: false }), 'not an address')
+  .transform((value) => getAddress(value))
+const bytes32 = z
+  .string()
+  .regex(/^0x[0-9a-fA-F]{64}$/, 'not 32 bytes of hex')
+  .transform((value) => value.toLowerCase() as Hex)
+const signature = z.string().regex(/^0x[0-9a-fA-F]{130,2000}$/, 'not a signature') as z.ZodType<Hex>
+const amount = z
+  .string()
+  .regex(/^\d{1,39}$/, 'not an amount in atomic units')
+  .transform((value) => BigInt(value))
+  .refine((value) => value <= maxUint128, 'above uint128')
+const decimal = z
+  .string()
+  .regex(/^\d{1,78}$/, 'not a decimal integer')
+  .transform((value) => BigInt(value))
+
+export const channelConfig = z.object({
+  payer: address,
+  payerAuthorizer: address,
+  receiver: address,
+  receiverAuthorizer: address,
+  token: address,
+  withdrawDelay: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 40 - 1),
+  salt: bytes32,
+})
+export type ChannelConfig = z.output<typeof channelConfig>
+
+export const voucher = z.object({ channelId: bytes32, maxClaimableAmount: amount, signature })
+export type Voucher = z.output<typeof voucher>
+
+/** The payer's EIP-3009 `receiveWithAuthorization` to the collector; the nonce is derived from the channel and `salt`. */
+export const erc3009Authorization = z.object({ validAfter: decimal, validBefore: decimal, salt: bytes32, signature })
+export type Erc3009Authorization = z.output<typeof erc3009Authorization>
+
+export const depositPayload = z.object({
+  type: z.literal('deposit'),
+  channelConfig,
+  voucher,
+  deposit: z.object({ amount, authorization: z.object({ erc3009Authorization }) }),
+})
+export type DepositPayload = z.output<typeof depositPayload>
+
+export const voucherPayload = z.object({ type: z.literal('voucher'), channelConfig, voucher })
+export type VoucherPayload = z.output<typeof voucherPayload>
+
+/** The payloads a paid request carries: a deposit that opens or tops up the channel, or a voucher alone. */
+export const payload = z.discriminatedUnion('type', [depositPayload, voucherPayload])
+export type Payload = z.output<typeof payload>
+
+export function domainOf(chainId: number, escrow: Address = escrowAddress) {
+  return { ...domain, chainId, verifyingContract: getAddress(escrow) }
+}
+
+/**
+ * The channel id: the EIP-712 digest of the config under the escrow's domain, so the same terms name
+ * other channels on other chains and at other escrows.
+ *
+ * @example
+ * ```ts
+ * import { Channel } from 'x402kit/evm'
+ * const id = Channel.id(config, 8453)
+ * ```
+ */
+export function id(config: ChannelConfig, chainId: number, escrow?: Address): Hex {
+  return hashTypedData({ domain: domainOf(chainId, escrow), types, primaryType: 'ChannelConfig', message: config })
+}
+
+/** The digest a payer signs for a cumulative voucher. */
+export function voucherDigest(channelId: Hex, maxClaimableAmount: bigint, chainId: number, escrow?: Address): Hex {
+  return hashTypedData({
+    domain: domainOf(chainId, escrow),
+    types,
+    primaryType: 'Voucher',
+    message: { channelId, maxClaimableAmount },
+  })
+}
+
+/** Who may sign the channel's vouchers: its payer authorizer, or the payer where none is set. */
+export function voucherSigner(config: ChannelConfig): Address {
+  return config.payerAuthorizer === zeroAddress ? config.payer : config.payerAuthorizer
+}
+
+/** The address that signed a voucher (native secp256k1, no network call); `undefined` for a malformed signature. */
+export function recoverVoucherSigner(voucher: Voucher, chainId: number, escrow?: Address): Address | undefined {
+  try {
+    return recoverAddress(voucherDigest(voucher.channelId, voucher.maxClaimableAmount, chainId, escrow), voucher.signature)
+  } catch {
+    return undefined
+  }
+}
+
+/** The EIP-3009 nonce of a deposit: `keccak256(abi.encode(channelId, uint256(salt)))`. */
+export function depositNonce(channelId: Hex, salt: Hex): Hex {
+  return keccak256(encodeAbiParameters([{ type: 'bytes32' }, { type: 'uint256' }], [channelId, BigInt(salt)]))
+}
+
+/** The collector's data of an EIP-3009 deposit: `abi.encode(validAfter, validBefore, salt, signature)`. */
+export function collectorData(authorization: Erc3009Authorization): Hex {
+  return encodeAbiParameters(
+    [{ type: 'uint256' }, { type: 'uint256' }, { type: 'uint256' }, { type: 'bytes' }],
+    [authorization.validAfter, authorization.validBefore, BigInt(authorization.salt), authorization.signature],
+  )
+}
