@@ -6,6 +6,7 @@ it('exports', () => {
     [
       "FacilitatorUnavailableError",
       "createFacilitator",
+      "exposureKey",
       "httpFacilitator",
       "isQueue",
       "memoryStore",
