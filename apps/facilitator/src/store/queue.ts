@@ -229,35 +229,40 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
         const at = new Date(now)
         const settled: SettledEntry[] = []
         const released = new Map<string, { of: Exposure; amount: bigint }>()
-        for (const outcome of outcomes) {
-          if (outcome.status === 'queued') {
-            await q.query(
-              `UPDATE payments SET status = 'queued', batch_id = NULL, attempts = attempts + 1, updated_at = $3
-               WHERE key = $1 AND batch_id = $2 AND status = 'submitted'`,
-              [outcome.key, batchId, at],
-            )
-            continue
-          }
-          // The exposure is taken off under the payer the payment was queued with, which the outcome may name only now.
-          const { rows } = await q.query(
-            `UPDATE payments SET status = $3, result = $4::jsonb, "transaction" = $5, error_reason = $6, payer = coalesce($7, payments.payer),
-               payment = NULL, updated_at = $8
-             FROM (SELECT key, payer FROM payments WHERE key = $1 FOR UPDATE) queued
-             WHERE payments.key = queued.key AND batch_id = $2 AND status = 'submitted'
-             RETURNING network, asset, pay_to, payments.payer, queued.payer AS queued_payer, amount::text AS amount`,
-            [
-              outcome.key,
-              batchId,
-              outcome.status,
-              JSON.stringify(outcome.result),
-              outcome.transaction || null,
-              outcome.status === 'failed' ? outcome.errorReason : null,
-              outcome.result.payer ?? null,
-              at,
-            ],
+        const requeued = outcomes.filter((outcome) => outcome.status === 'queued').map((outcome) => outcome.key)
+        if (requeued.length > 0)
+          await q.query(
+            `UPDATE payments SET status = 'queued', batch_id = NULL, attempts = attempts + 1, updated_at = $3
+             WHERE key = ANY($1::text[]) AND batch_id = $2 AND status = 'submitted'`,
+            [requeued, batchId, at],
           )
-          const row = rows[0]
-          if (!row) continue
+        const final = outcomes.filter((outcome) => outcome.status !== 'queued') as Exclude<PaymentOutcome, { status: 'queued' }>[]
+        // One statement for every outcome. The exposure is taken off under the payer each payment was
+        // queued with, which its outcome may name only now.
+        const { rows } =
+          final.length === 0
+            ? { rows: [] }
+            : await q.query(
+                `UPDATE payments SET status = o.status, result = o.result::jsonb, "transaction" = o.tx, error_reason = o.reason,
+             payer = coalesce(o.payer, payments.payer), payment = NULL, updated_at = $7
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $8::text[]) AS o(key, status, result, tx, reason, payer),
+             (SELECT key, payer FROM payments WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE) queued
+           WHERE payments.key = o.key AND queued.key = o.key AND payments.batch_id = $6 AND payments.status = 'submitted'
+           RETURNING payments.key, network, asset, pay_to, payments.payer, queued.payer AS queued_payer, amount::text AS amount`,
+                [
+                  final.map((outcome) => outcome.key),
+                  final.map((outcome) => outcome.status),
+                  final.map((outcome) => JSON.stringify(outcome.result)),
+                  final.map((outcome) => outcome.transaction || null),
+                  final.map((outcome) => (outcome.status === 'failed' ? outcome.errorReason : null)),
+                  batchId,
+                  at,
+                  final.map((outcome) => outcome.result.payer ?? null),
+                ],
+              )
+        const byKey = new Map(final.map((outcome) => [outcome.key, outcome]))
+        for (const row of rows) {
+          const outcome = byKey.get(row.key as string)!
           const payer = (row.payer as string | null) ?? undefined
           const queuedPayer = (row.queued_payer as string | null) ?? undefined
           if (queuedPayer) {
