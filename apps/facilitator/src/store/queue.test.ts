@@ -153,14 +153,27 @@ for (const backend of backends.filter((b) => b.enabled))
 
     describe('enqueue', () => {
       it('queues a payment nobody recorded, and a verified one with the same payload hash', async () => {
-        expect(await enqueue('fresh')).toEqual({ queued: true })
+        expect(await enqueue('fresh')).toMatchObject({ queued: true })
         const verified = record('verified', { status: 'verified', payer: undefined })
         expect(await one.reserve(verified.key, verified)).toBeUndefined()
-        expect(await one.enqueue({ ...record('verified'), createdAt: clock + 5 }, payment('verified'))).toEqual({ queued: true })
+        expect(await one.enqueue({ ...record('verified'), createdAt: clock + 5 }, payment('verified'))).toMatchObject({ queued: true })
         const moved = await two.get(verified.key)
         expect(moved).toMatchObject({ status: 'queued', payer, createdAt: verified.createdAt })
         expect((await one.stats(network)).depth).toBe(2)
         expect(await exposure()).toBe(2_000n)
+      })
+
+      it('with only verified, moves a verified record and leaves a payment nobody recorded alone', async () => {
+        expect(await one.enqueue(record('unknown'), payment('unknown'), { only: 'verified' })).toEqual({ queued: false, absent: true })
+        expect(await two.get(record('unknown').key)).toBeUndefined()
+        const verified = record('known', { status: 'verified' })
+        await one.reserve(verified.key, verified)
+        expect(await two.enqueue({ ...record('known'), payer: undefined }, payment('known'), { only: 'verified' })).toEqual({
+          queued: true,
+          payer,
+        })
+        expect(await one.get(verified.key)).toMatchObject({ status: 'queued' })
+        expect(await exposure()).toBe(1_000n)
       })
 
       it('refuses a key held by another payload, or by a record past verified, and changes nothing', async () => {
@@ -176,32 +189,32 @@ for (const backend of backends.filter((b) => b.enabled))
             existing: expect.objectContaining({ status }),
           })
         }
-        expect(await enqueue('twice')).toEqual({ queued: true })
+        expect(await enqueue('twice')).toMatchObject({ queued: true })
         expect(await enqueue('twice')).toEqual({ queued: false, existing: expect.objectContaining({ status: 'queued' }) })
         expect((await one.stats(network)).depth).toBe(1)
         expect(await exposure()).toBe(1_000n)
       })
 
       it('holds the exposure cap exactly: at the cap queues, one over refuses', async () => {
-        expect(await enqueue('a', { amount: '600' }, 1_000n)).toEqual({ queued: true })
+        expect(await enqueue('a', { amount: '600' }, 1_000n)).toMatchObject({ queued: true })
         expect(await enqueue('b', { amount: '401' }, 1_000n)).toEqual({ queued: false, cap: true })
         expect(await one.get(`${network}:b`)).toBeUndefined()
-        expect(await enqueue('c', { amount: '400' }, 1_000n)).toEqual({ queued: true })
+        expect(await enqueue('c', { amount: '400' }, 1_000n)).toMatchObject({ queued: true })
         expect(await exposure()).toBe(1_000n)
         expect(await enqueue('d', { amount: '1' }, 1_000n)).toEqual({ queued: false, cap: true })
         // A single payment over the cap, with no exposure yet, is refused too.
         expect(await enqueue('e', { amount: '1001', payer: signer() }, 1_000n)).toEqual({ queued: false, cap: true })
         // Without a cap, nothing holds it back.
-        expect(await enqueue('f', { amount: '5' })).toEqual({ queued: true })
+        expect(await enqueue('f', { amount: '5' })).toMatchObject({ queued: true })
         expect(await exposure()).toBe(1_005n)
       })
 
       it('caps per payer, payee and asset, whatever the case of the addresses', async () => {
         const otherPayTo = signer()
-        expect(await enqueue('a', { amount: '1000' }, 1_000n)).toEqual({ queued: true })
-        expect(await enqueue('b', { amount: '1000', payTo: otherPayTo }, 1_000n)).toEqual({ queued: true })
-        expect(await enqueue('c', { amount: '1000', asset: otherAsset }, 1_000n)).toEqual({ queued: true })
-        expect(await enqueue('d', { amount: '1000', payer: signer() }, 1_000n)).toEqual({ queued: true })
+        expect(await enqueue('a', { amount: '1000' }, 1_000n)).toMatchObject({ queued: true })
+        expect(await enqueue('b', { amount: '1000', payTo: otherPayTo }, 1_000n)).toMatchObject({ queued: true })
+        expect(await enqueue('c', { amount: '1000', asset: otherAsset }, 1_000n)).toMatchObject({ queued: true })
+        expect(await enqueue('d', { amount: '1000', payer: signer() }, 1_000n)).toMatchObject({ queued: true })
         expect(await enqueue('e', { amount: '1', payer: payer.toUpperCase().replace('0X', '0x') }, 1_000n)).toEqual({
           queued: false,
           cap: true,

@@ -78,6 +78,8 @@ export type QueueOptions = {
 
 const lower = (value: string) => value.toLowerCase()
 
+const capRefused = new Error('The payer is at the cap of unsettled value.')
+
 export function sqlQueue(db: Transactional, options: QueueOptions = {}): SettlementQueue {
   async function payments(q: Queryable, where: string, params: unknown[]): Promise<QueuedPayment[]> {
     const { rows } = await q.query(
@@ -116,27 +118,30 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
   }
 
   return {
-    enqueue: (record: SettlementRecord, payment: Payment, { cap } = {}): Promise<EnqueueResult> =>
-      db.transaction(async (q) => {
-        const { rows } = await q.query('SELECT status, payload_hash, payer, created_at FROM payments WHERE key = $1 FOR UPDATE', [
-          record.key,
-        ])
-        const existing = rows[0]
-        if (existing && (existing.status !== 'verified' || existing.payload_hash !== (record.payloadHash ?? null)))
-          return { queued: false, existing: (await readRecord(q, record.key))! }
-        const payer = record.payer ?? (existing?.payer as string | null) ?? undefined
-        if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
-          return { queued: false, cap: true }
-        const at = new Date(record.updatedAt)
-        if (existing)
-          await q.query(
-            `UPDATE payments SET status = 'queued', payer = $2, payment = $3::jsonb, queued_at = $4, updated_at = $4 WHERE key = $1`,
-            [record.key, payer ?? null, JSON.stringify(payment), at],
-          )
-        else
-          await q.query(
+    async enqueue(record: SettlementRecord, payment: Payment, { cap, only } = {}): Promise<EnqueueResult> {
+      try {
+        return await db.transaction(async (q) => {
+          const { rows } = await q.query('SELECT status, payload_hash, payer FROM payments WHERE key = $1 FOR UPDATE', [record.key])
+          const existing = rows[0]
+          if (!existing && only === 'verified') return { queued: false, absent: true }
+          if (existing && (existing.status !== 'verified' || existing.payload_hash !== (record.payloadHash ?? null)))
+            return { queued: false, existing: (await readRecord(q, record.key))! }
+          const payer = record.payer ?? (existing?.payer as string | null) ?? undefined
+          const at = new Date(record.updatedAt)
+          if (existing) {
+            if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
+              return { queued: false, cap: true }
+            await q.query(
+              `UPDATE payments SET status = 'queued', payer = $2, payment = $3::jsonb, queued_at = $4, updated_at = $4 WHERE key = $1`,
+              [record.key, payer ?? null, JSON.stringify(payment), at],
+            )
+            return { queued: true, payer }
+          }
+          // Another instance may be inserting the same payment this moment: its row wins, and is answered.
+          const inserted = await q.query(
             `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, payment, queued_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $10, $10)`,
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $10, $10)
+             ON CONFLICT (key) DO NOTHING RETURNING key`,
             [
               record.key,
               record.network,
@@ -150,8 +155,17 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
               at,
             ],
           )
-        return { queued: true }
-      }),
+          if (inserted.rows.length === 0) return { queued: false, existing: (await readRecord(q, record.key))! }
+          if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
+            throw capRefused
+          return { queued: true, payer }
+        })
+      } catch (error) {
+        // Thrown to undo the insert along with everything else of the transaction.
+        if (error === capRefused) return { queued: false, cap: true }
+        throw error
+      }
+    },
 
     async exposure(of) {
       const { rows } = await db.query(

@@ -48,7 +48,10 @@ export type PaymentOutcome =
   | { key: string; status: 'queued' }
 
 export type EnqueueResult =
-  | { queued: true }
+  /** Queued, with the payer the record names (from its verification, when it had one). */
+  | { queued: true; payer?: string | undefined }
+  /** `only: 'verified'` and there is no record: the payment must be checked before it is queued. */
+  | { queued: false; absent: true }
   /** The payer's unsettled value to this payee would pass the cap; nothing was changed. */
   | { queued: false; cap: true }
   /** The key is held by this record, which is not a `verified` record of the same payment. */
@@ -64,9 +67,10 @@ export type SettlementQueue = {
   /**
    * Queues a payment: inserts `record` (status `queued`), or moves a `verified` record with the same
    * payload hash to `queued`. With `cap`, only while the payer's queued and submitted value to the
-   * payee in the asset stays at or under it.
+   * payee in the asset stays at or under it. With `only: 'verified'`, a payment without a record is
+   * not inserted (`absent`): the caller checks it first.
    */
-  enqueue(record: SettlementRecord, payment: Payment, options?: { cap?: bigint }): Promise<EnqueueResult>
+  enqueue(record: SettlementRecord, payment: Payment, options?: { cap?: bigint; only?: 'verified' }): Promise<EnqueueResult>
   /** Value queued or submitted and not yet settled or failed, for a payer, payee and asset. */
   exposure(of: Exposure): Promise<bigint>
   /**

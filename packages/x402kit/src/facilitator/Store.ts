@@ -155,8 +155,9 @@ export function memoryStore(options: { retentionMs?: number; now?: () => number 
         .map((record) => structuredClone(record))
     },
 
-    async enqueue(record, payment, { cap } = {}): Promise<EnqueueResult> {
+    async enqueue(record, payment, { cap, only } = {}): Promise<EnqueueResult> {
       const existing = records.get(record.key)
+      if (!existing && only === 'verified') return { queued: false, absent: true }
       if (existing && (existing.status !== 'verified' || existing.payloadHash !== record.payloadHash))
         return { queued: false, existing: structuredClone(existing) }
       const payer = record.payer ?? existing?.payer
@@ -168,7 +169,7 @@ export function memoryStore(options: { retentionMs?: number; now?: () => number 
       records.set(record.key, structuredClone(entry))
       queued.set(record.key, { payment: structuredClone(payment), attempts: 0, queuedAt: record.updatedAt })
       expose(entry, BigInt(entry.amount))
-      return { queued: true }
+      return { queued: true, payer }
     },
     async exposure(of) {
       return exposures.get(exposureKey(of)) ?? 0n

@@ -67,6 +67,21 @@ async function settleQueued(
 ): Promise<SettleResponse> {
   const { network } = payment.requirements
   const taken = () => failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
+  const cap = mode.kind === 'queue' && mode.cap !== undefined ? { cap: mode.cap } : {}
+  // The common case first, in one transaction: a payment verified here a moment ago moves to the queue.
+  try {
+    const fast = await queue.enqueue(newRecord(key, payment, 'queued', undefined, context.now()), payment, { ...cap, only: 'verified' })
+    if (fast.queued) {
+      context.wake(scheme, network)
+      return mode.kind === 'wait'
+        ? awaitOutcome(context, key, network)
+        : queuedAnswer({ ...newRecord(key, payment, 'queued', fast.payer, context.now()) }, network)
+    }
+    if ('cap' in fast) return capped(network, undefined)
+  } catch (error) {
+    context.onError(error, { operation: 'settle', key })
+    return failure(Reason.unexpectedSettleError, network, 'The payment could not be queued; nothing was charged.')
+  }
   for (let round = 0; round < 3; round++) {
     const existing = await context.store.get(key)
     if (existing && !samePayment(existing, payment)) return taken()
@@ -89,7 +104,7 @@ async function settleQueued(
     const record = newRecord(key, payment, 'queued', payer, context.now())
     let result: Awaited<ReturnType<SettlementQueue['enqueue']>>
     try {
-      result = await queue.enqueue(record, payment, mode.kind === 'queue' && mode.cap !== undefined ? { cap: mode.cap } : {})
+      result = await queue.enqueue(record, payment, cap)
     } catch (error) {
       context.onError(error, { operation: 'settle', key })
       return failure(Reason.unexpectedSettleError, network, 'The payment could not be queued; nothing was charged.', payer)
@@ -98,15 +113,18 @@ async function settleQueued(
       context.wake(scheme, network)
       return mode.kind === 'wait' ? awaitOutcome(context, key, network) : queuedAnswer(record, network)
     }
-    if ('cap' in result)
-      return failure(
-        Reason.unsettledCap,
-        network,
-        'The payer has as much unsettled value queued to this payee as the seller allows; settle before answering.',
-        payer,
-      )
+    if ('cap' in result) return capped(network, payer)
   }
   return failure(Reason.settlementPending, network)
+}
+
+function capped(network: string, payer: string | undefined): SettleResponse {
+  return failure(
+    Reason.unsettledCap,
+    network,
+    'The payer has as much unsettled value queued to this payee as the seller allows; settle before answering.',
+    payer,
+  )
 }
 
 function queuedAnswer(record: SettlementRecord, network: string): SettleResponse {
