@@ -141,6 +141,7 @@ export function createFacilitator(config: FacilitatorConfig): Facilitator {
     credentials,
     queue,
     risk: config.risk,
+    verified: new Set(),
     settleWaitMs: config.pipeline?.settleWaitMs ?? defaults.settleWaitMs,
     waiters: new Map(),
     wake: (scheme, network) => workers.get(scheme)?.wake(network),

@@ -68,20 +68,21 @@ async function settleQueued(
   const { network } = payment.requirements
   const taken = () => failure(scheme.alreadyUsedReason ?? alreadyUsed.reason, network, alreadyUsed.message)
   const cap = mode.kind === 'queue' && mode.cap !== undefined ? { cap: mode.cap } : {}
-  // The common case first, in one transaction: a payment verified here a moment ago moves to the queue.
-  try {
-    const fast = await queue.enqueue(newRecord(key, payment, 'queued', undefined, context.now()), payment, { ...cap, only: 'verified' })
-    if (fast.queued) {
-      context.wake(scheme, network)
-      return mode.kind === 'wait'
-        ? awaitOutcome(context, key, network)
-        : queuedAnswer({ ...newRecord(key, payment, 'queued', fast.payer, context.now()) }, network)
+  // A payment verified here a moment ago moves to the queue in one transaction, unread.
+  if (context.verified.delete(key))
+    try {
+      const fast = await queue.enqueue(newRecord(key, payment, 'queued', undefined, context.now()), payment, { ...cap, only: 'verified' })
+      if (fast.queued) {
+        context.wake(scheme, network)
+        return mode.kind === 'wait'
+          ? awaitOutcome(context, key, network)
+          : queuedAnswer({ ...newRecord(key, payment, 'queued', fast.payer, context.now()) }, network)
+      }
+      if ('cap' in fast) return capped(network, undefined)
+    } catch (error) {
+      context.onError(error, { operation: 'settle', key })
+      return failure(Reason.unexpectedSettleError, network, 'The payment could not be queued; nothing was charged.')
     }
-    if ('cap' in fast) return capped(network, undefined)
-  } catch (error) {
-    context.onError(error, { operation: 'settle', key })
-    return failure(Reason.unexpectedSettleError, network, 'The payment could not be queued; nothing was charged.')
-  }
   for (let round = 0; round < 3; round++) {
     const existing = await context.store.get(key)
     if (existing && !samePayment(existing, payment)) return taken()

@@ -58,6 +58,7 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
   const existing = await context.store.reserve(key, record)
   if (!existing) {
     accepted(context, screened?.input)
+    remember(context, key)
     return result
   }
   if (existing.status === 'verified') {
@@ -66,6 +67,7 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
     const taken = await context.store.update(key, fresh, { status: 'verified', updatedBefore: now - context.verifyTtlMs })
     if (taken) {
       accepted(context, screened?.input)
+      remember(context, key)
       return result
     }
   }
@@ -74,4 +76,12 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
 
 function expired(context: Context, record: SettlementRecord): boolean {
   return record.status === 'verified' && record.updatedAt < context.now() - context.verifyTtlMs
+}
+
+const remembered = 10_000
+
+/** Notes a key this process verified, forgetting the oldest past `remembered`. */
+function remember(context: Context, key: string) {
+  context.verified.add(key)
+  if (context.verified.size > remembered) context.verified.delete(context.verified.values().next().value!)
 }

@@ -28,6 +28,8 @@ export type Context = {
   waiters: Map<string, Set<() => void>>
   /** Risk controls, asked before a valid payment is accepted. */
   risk: RiskControls | undefined
+  /** Keys this process verified and reserved lately, oldest first: their settlement skips straight to the queue. */
+  verified: Set<string>
   /** Tells the pipeline of a network that a payment was queued. */
   wake(scheme: SchemeFacilitator, network: string): void
 }
