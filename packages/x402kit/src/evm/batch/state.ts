@@ -8,7 +8,6 @@ import {
   type Chain,
   createPublicClient,
   createWalletClient,
-  defineChain,
   getAddress,
   type Hex,
   type HttpTransport,
@@ -19,6 +18,7 @@ import {
 import { privateKeyToAccount } from 'viem/accounts'
 import { BaseError } from '../../core/Errors.ts'
 import type { Network } from '../../core/Network.ts'
+import { chainOf } from '../Chain.ts'
 import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import type { ChannelState } from './check.ts'
@@ -71,24 +71,12 @@ export type Context = {
   charged(): void
 }
 
-const caip2 = /^eip155:(\d{1,12})$/
-
 export function createContext(config: BatchSettlementEvmFacilitatorConfig, charged: () => void = () => {}): Context {
   const networks = new Map<string, NetworkState>()
   for (const [network, entry] of Object.entries(config.networks ?? {})) {
-    const match = caip2.exec(network)
-    if (!match) throw new ConfigError(`"${network.slice(0, 80)}" is not an eip155 CAIP-2 network.`)
-    if (typeof entry?.rpcUrl !== 'string' || !/^https?:\/\//.test(entry.rpcUrl))
-      throw new ConfigError(`The RPC URL of ${network} must be an http(s) URL.`)
+    const { chainId, chain } = chainOf(network, entry?.rpcUrl, (message) => new ConfigError(message))
     const key = entry.signers?.[0]
     if (!key) throw new ConfigError(`${network} has no signer key.`)
-    const chainId = Number(match[1])
-    const chain = defineChain({
-      id: chainId,
-      name: network,
-      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-      rpcUrls: { default: { http: [entry.rpcUrl] } },
-    })
     networks.set(network, {
       network: network as Network,
       chainId,

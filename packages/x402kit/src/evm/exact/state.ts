@@ -6,7 +6,6 @@ import {
   type Address,
   type Chain,
   createPublicClient,
-  defineChain,
   getAddress,
   type Hex,
   type HttpTransport,
@@ -18,7 +17,7 @@ import {
 import { privateKeyToAccount } from 'viem/accounts'
 import { BaseError } from '../../core/Errors.ts'
 import type { Network } from '../../core/Network.ts'
-import { checkChain as checkChainOnce } from '../Chain.ts'
+import { chainOf, checkChain as checkChainOnce } from '../Chain.ts'
 import * as NonceManager from '../NonceManager.ts'
 
 export type ExactEvmNetworkConfig = {
@@ -110,26 +109,13 @@ export type Context = {
   settling: Set<string>
 }
 
-const caip2 = /^eip155:(\d{1,12})$/
-
 export function createContext(config: ExactEvmFacilitatorConfig): Context {
   const timeout = config.rpcTimeoutMs ?? 10_000
   const networks = new Map<string, NetworkState>()
   for (const [network, entry] of Object.entries(config.networks ?? {})) {
-    const match = caip2.exec(network)
-    if (!match) throw new ConfigError(`"${network.slice(0, 80)}" is not an eip155 CAIP-2 network.`)
-    if (typeof entry?.rpcUrl !== 'string' || !/^https?:\/\//.test(entry.rpcUrl))
-      throw new ConfigError(`The RPC URL of ${network} must be an http(s) URL.`)
-    const chainId = Number(match[1])
+    // Room for six full blocks of base-fee growth, since fee estimates are shared for a moment.
+    const { chainId, chain } = chainOf(network, entry?.rpcUrl, (message) => new ConfigError(message), { baseFeeMultiplier: 2 })
     const pollingIntervalMs = entry.pollingIntervalMs ?? 250
-    const chain: Chain = defineChain({
-      id: chainId,
-      name: network,
-      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-      rpcUrls: { default: { http: [entry.rpcUrl] } },
-      // Room for six full blocks of base-fee growth, since fee estimates are shared for a moment.
-      fees: { baseFeeMultiplier: 2 },
-    })
     const client = createPublicClient({
       chain,
       transport: http(entry.rpcUrl, { timeout, batch: true }),

@@ -2,10 +2,10 @@
  * The state of a `txproof` EVM facilitator: its configuration and, per network, a read-only RPC
  * client. Nothing is sent, so there are no signer keys.
  */
-import { type Chain, createPublicClient, defineChain, type HttpTransport, http, type PublicClient } from 'viem'
+import { type Chain, createPublicClient, type HttpTransport, http, type PublicClient } from 'viem'
 import { BaseError } from '../../core/Errors.ts'
 import type { Network } from '../../core/Network.ts'
-import { checkChain as checkChainOnce } from '../Chain.ts'
+import { chainOf, checkChain as checkChainOnce } from '../Chain.ts'
 import * as Proof from './Proof.ts'
 
 export type TxproofEvmNetworkConfig = {
@@ -30,26 +30,14 @@ export type NetworkState = {
 
 export type Context = { networks: Map<string, NetworkState> }
 
-const caip2 = /^eip155:(\d{1,12})$/
-
 export function createContext(config: TxproofEvmFacilitatorConfig): Context {
   const networks = new Map<string, NetworkState>()
   for (const [network, entry] of Object.entries(config.networks ?? {})) {
-    const match = caip2.exec(network)
-    if (!match) throw new ConfigError(`"${network.slice(0, 80)}" is not an eip155 CAIP-2 network.`)
-    if (typeof entry?.rpcUrl !== 'string' || !/^https?:\/\//.test(entry.rpcUrl))
-      throw new ConfigError(`The RPC URL of ${network} must be an http(s) URL.`)
+    const { chainId, chain } = chainOf(network, entry?.rpcUrl, (message) => new ConfigError(message))
     const confirmations = entry.confirmations ?? Proof.defaultConfirmations
     // 0 would accept nothing less than 1 anyway: a receipt exists only once the transaction is mined.
     if (!Number.isInteger(confirmations) || confirmations < 0 || confirmations > Proof.maxConfirmations)
       throw new ConfigError(`The confirmations of ${network} must be a whole number from 0 to ${Proof.maxConfirmations}.`)
-    const chainId = Number(match[1])
-    const chain = defineChain({
-      id: chainId,
-      name: network,
-      nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
-      rpcUrls: { default: { http: [entry.rpcUrl] } },
-    })
     networks.set(network, {
       network: network as Network,
       chainId,
