@@ -6,27 +6,11 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import { formatEther } from 'viem'
+import type { PipelineEvent } from 'x402kit'
 import type { Observation } from 'x402kit/facilitator'
 import type { Logger } from './log.ts'
 
-/** What the settlement pipeline reports, each event as it happens (`queue` and `signer` on every poll). */
-export type PipelineEvent =
-  | { type: 'queue'; network: string; depth: number; oldestAgeSeconds: number }
-  | {
-      type: 'batch'
-      network: string
-      signer: string
-      size: number
-      outcome: 'mined' | 'reverted' | 'dropped'
-      gasUsed: bigint
-      gasCostWei: bigint
-      seconds: number
-    }
-  /** One payment leaving the pipeline: `settled`, or the reason code of its failure. */
-  | { type: 'item'; network: string; outcome: string }
-  | { type: 'signer'; network: string; address: string; balanceWei: bigint; nonce: number; low: boolean }
-  | { type: 'replaced'; network: string; signer: string }
-  | { type: 'reorg'; network: string; payments: number }
+export type { PipelineEvent }
 
 const labelNames = ['operation', 'scheme', 'network', 'outcome'] as const
 

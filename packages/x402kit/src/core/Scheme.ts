@@ -101,6 +101,7 @@ export type PipelineEvent =
       gasCostWei: bigint
       seconds: number
     }
+  /** One payment of a closed batch: `settled`, `queued` (back in the queue), or the reason code of its failure. */
   | { type: 'item'; network: string; outcome: string }
   | { type: 'signer'; network: string; address: string; balanceWei: bigint; nonce: number; low: boolean }
   | { type: 'replaced'; network: string; signer: string }

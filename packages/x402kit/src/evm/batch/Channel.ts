@@ -5,6 +5,7 @@
  */
 import { type Address, encodeAbiParameters, getAddress, type Hex, hashTypedData, isAddress, keccak256, zeroAddress } from 'viem'
 import { z } from 'zod'
+import * as Eip3009 from '../exact/Eip3009.ts'
 import { recoverAddress } from '../recover.ts'
 
 export const scheme = 'batch-settlement' as const
@@ -35,16 +36,8 @@ export const types = {
   ],
 } as const
 
-export const receiveWithAuthorizationTypes = {
-  ReceiveWithAuthorization: [
-    { name: 'from', type: 'address' },
-    { name: 'to', type: 'address' },
-    { name: 'value', type: 'uint256' },
-    { name: 'validAfter', type: 'uint256' },
-    { name: 'validBefore', type: 'uint256' },
-    { name: 'nonce', type: 'bytes32' },
-  ],
-} as const
+/** EIP-3009 `ReceiveWithAuthorization`: the fields of `TransferWithAuthorization` under its own type name. */
+export const receiveWithAuthorizationTypes = { ReceiveWithAuthorization: Eip3009.types.TransferWithAuthorization } as const
 
 const maxUint128 = (1n << 128n) - 1n
 const address = z

@@ -4,7 +4,8 @@
  * smart wallet answering ERC-1271.
  */
 
-const authorizationInputs = [
+/** The fields of an EIP-3009 authorization, as ABI inputs. */
+export const authorizationInputs = [
   { name: 'from', type: 'address' },
   { name: 'to', type: 'address' },
   { name: 'value', type: 'uint256' },

@@ -5,6 +5,7 @@
  * limit too low to run every item with its full bound reverts the whole call with `InsufficientGas`.
  */
 import { type Address, encodeFunctionData, type Hex } from 'viem'
+import { authorizationInputs } from '../abi.ts'
 
 /** One `transferWithAuthorization(from, to, value, validAfter, validBefore, nonce, v, r, s)` call. */
 export type BatchAuthorization = {
@@ -55,17 +56,7 @@ export const settlementBatcherAbi = [
       {
         name: 'items',
         type: 'tuple[]',
-        components: [
-          { name: 'from', type: 'address' },
-          { name: 'to', type: 'address' },
-          { name: 'value', type: 'uint256' },
-          { name: 'validAfter', type: 'uint256' },
-          { name: 'validBefore', type: 'uint256' },
-          { name: 'nonce', type: 'bytes32' },
-          { name: 'v', type: 'uint8' },
-          { name: 'r', type: 'bytes32' },
-          { name: 's', type: 'bytes32' },
-        ],
+        components: [...authorizationInputs, { name: 'v', type: 'uint8' }, { name: 'r', type: 'bytes32' }, { name: 's', type: 'bytes32' }],
       },
     ],
     outputs: [{ name: 'settled', type: 'uint256' }],
