@@ -166,7 +166,7 @@ async function runSigner(worker: Worker, state: NetworkState, signer: SignerStat
               batch: open.batch.id,
               payments: open.payments.length,
             })
-            await follow(worker, state, signer, open.batch, open.payments, lease)
+            await follow(worker, state, signer, open.batch, itemsOf(open.batch, open.payments), lease)
           }
           await signer.nonces.resync()
           reconciled = true
@@ -324,7 +324,7 @@ async function send(worker: Worker, state: NetworkState, signer: SignerState, ba
     return
   }
   worker.refusals.delete(signer.account.address)
-  await follow(worker, state, signer, { ...batch, transactions: [transaction] }, payments, lease)
+  await follow(worker, state, signer, { ...batch, transactions: [transaction] }, { items, rejected }, lease)
 }
 
 const requeue = (item: Item): PaymentOutcome => ({ key: item.payment.key, status: 'queued' })
@@ -359,8 +359,14 @@ async function batchGas(state: NetworkState, from: Address, to: Address, data: H
  * rebroadcast; a receipt that vanishes before its confirmations (a reorganisation) puts the payments
  * back in the queue. Used both for a batch just sent and for one found unfinished at start.
  */
-async function follow(worker: Worker, state: NetworkState, signer: SignerState, batch: Batch, payments: QueuedPayment[], lease: Lease) {
-  const { items, rejected } = itemsOf(batch, payments)
+async function follow(
+  worker: Worker,
+  state: NetworkState,
+  signer: SignerState,
+  batch: Batch,
+  { items, rejected }: ReturnType<typeof itemsOf>,
+  lease: Lease,
+) {
   const transactions = [...batch.transactions]
   const latest = transactions.at(-1)
   // Never sent (the worker stopped between opening and signing): nothing can be mined.
