@@ -1,9 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type Database, openDatabase } from '../store/database.ts'
+import type { Database } from '../store/database.ts'
+import { testDatabases } from '../store/databases.testing.ts'
 import { migrate } from '../store/sql.ts'
 import { type LedgerEntry, recordLedger } from './ledger.ts'
 import { StatementParameterError, statement, statementHandler, statementOptions, statementTotals } from './statement.ts'
@@ -51,28 +49,8 @@ describe('statementOptions', () => {
   })
 })
 
-const backends = [
-  {
-    name: 'PGlite',
-    enabled: true,
-    async open() {
-      const dir = await mkdtemp(join(tmpdir(), 'x402-statement-'))
-      const db = await openDatabase({ dataDir: dir })
-      return { db, close: () => db.close().then(() => rm(dir, { recursive: true, force: true })) }
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    enabled: Boolean(process.env.DATABASE_URL),
-    async open() {
-      const db = await openDatabase({ databaseUrl: process.env.DATABASE_URL })
-      return { db, close: () => db.close() }
-    },
-  },
-]
-
 // PostgreSQL joins when DATABASE_URL names one; PGlite always runs.
-for (const backend of backends.filter((b) => b.enabled))
+for (const backend of testDatabases)
   describe(`statements on ${backend.name}`, () => {
     let db: Database
     let close: () => Promise<unknown>

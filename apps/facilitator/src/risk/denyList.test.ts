@@ -1,9 +1,7 @@
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { Reason } from 'x402kit'
-import { type Database, openDatabase } from '../store/database.ts'
+import type { Database } from '../store/database.ts'
+import { testDatabases } from '../store/databases.testing.ts'
 import { migrate } from '../store/sql.ts'
 import { addDenied, loadDenied, parseDenyList, removeDenied } from './denyList.ts'
 import { createRiskScreen } from './screen.ts'
@@ -24,34 +22,8 @@ describe('parseDenyList', () => {
   })
 })
 
-const backends = [
-  {
-    name: 'PGlite',
-    enabled: true,
-    async open() {
-      const dir = await mkdtemp(join(tmpdir(), 'x402-deny-'))
-      const db = await openDatabase({ dataDir: dir })
-      return {
-        db,
-        close: async () => {
-          await db.close()
-          await rm(dir, { recursive: true, force: true })
-        },
-      }
-    },
-  },
-  {
-    name: 'PostgreSQL',
-    enabled: Boolean(process.env.DATABASE_URL),
-    async open() {
-      const db = await openDatabase({ databaseUrl: process.env.DATABASE_URL })
-      return { db, close: () => db.close() }
-    },
-  },
-]
-
 // PostgreSQL joins when DATABASE_URL names one (CI starts one); PGlite always runs.
-for (const backend of backends.filter((b) => b.enabled))
+for (const backend of testDatabases)
   describe(`deny_list on ${backend.name}`, () => {
     let db: Database
     let close: () => Promise<unknown>
