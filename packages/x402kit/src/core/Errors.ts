@@ -122,6 +122,22 @@ export const Reason = {
   batchChannelClosing: 'invalid_batch_settlement_evm_channel_closing',
   /** This exact voucher was already spent (ours). */
   batchVoucherAlreadyUsed: 'invalid_batch_settlement_evm_voucher_already_used',
+  batchClaimSimulationFailed: 'invalid_batch_settlement_evm_claim_simulation_failed',
+  batchClaimTransactionFailed: 'invalid_batch_settlement_evm_claim_transaction_failed',
+  batchSettleSimulationFailed: 'invalid_batch_settlement_evm_settle_simulation_failed',
+  batchSettleTransactionFailed: 'invalid_batch_settlement_evm_settle_transaction_failed',
+  batchNothingToSettle: 'invalid_batch_settlement_evm_nothing_to_settle',
+  batchRefundPayload: 'invalid_batch_settlement_evm_refund_payload',
+  batchRefundNoBalance: 'invalid_batch_settlement_evm_refund_no_balance',
+  batchRefundSimulationFailed: 'invalid_batch_settlement_evm_refund_simulation_failed',
+  batchRefundTransactionFailed: 'invalid_batch_settlement_evm_refund_transaction_failed',
+  batchAuthorizerAddressMismatch: 'invalid_batch_settlement_evm_authorizer_address_mismatch',
+  /** A claim row asks for more than its voucher allows (ours). */
+  batchClaimExceedsVoucher: 'invalid_batch_settlement_evm_claim_exceeds_voucher',
+  /** The claim batch is not signed by the channels' receiver authorizer (ours). */
+  batchClaimAuthorizerSignature: 'invalid_batch_settlement_evm_claim_authorizer_signature',
+  /** The refund is not signed by the channel's receiver authorizer (ours). */
+  batchRefundAuthorizerSignature: 'invalid_batch_settlement_evm_refund_authorizer_signature',
   // evm exact with EIP-2612 permit (ours)
   permitSignature: 'invalid_exact_evm_permit_signature',
   permitSpenderMismatch: 'invalid_exact_evm_permit_spender_mismatch',

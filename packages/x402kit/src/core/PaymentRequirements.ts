@@ -10,10 +10,11 @@ export const text = z.string().min(1).max(maxStringLength)
 export const atomicAmount = z.string().regex(/^\d{1,78}$/, 'must be a decimal string of atomic units')
 export const caip2 = z.string().regex(/^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$/, 'must be a CAIP-2 network such as "eip155:8453"')
 export const extra = z.record(z.string(), z.unknown()).nullish()
+// 0 is what a resource server's claim, sweep and refund requests carry (`batch-settlement`): no payment waits on them.
 export const timeoutSeconds = z
   .number()
   .int()
-  .positive()
+  .nonnegative()
   .max(7 * 24 * 3600)
 
 /** The version 2 offer. Unknown fields are kept, so an offer echoed back compares equal. */

@@ -16,6 +16,7 @@ it('exports', () => {
       "exactEvmClient",
       "exactEvmFacilitator",
       "exactEvmServer",
+      "memoryBatchSettlementStore",
       "nativeCoin",
       "recoverAddress",
       "recoverBackend",

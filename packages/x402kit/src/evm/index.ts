@@ -1,11 +1,17 @@
 export * as Channel from './batch/Channel.ts'
 export {
+  type ActionEvent,
+  type ActionRecord,
   type BatchSettlementEvmFacilitator,
   type BatchSettlementEvmFacilitatorConfig,
   type BatchSettlementEvmNetworkConfig,
+  type BatchSettlementStore,
   batchSettlementEvmFacilitator,
+  type ChannelQuery,
+  type ChannelRecord,
   type ClaimResult,
 } from './batch/facilitator.ts'
+export { memoryBatchSettlementStore } from './batch/facilitatorStore.ts'
 export { type BatchSettlementEvmServerOptions, batchSettlementEvmServer } from './batch/server.ts'
 export type { ExactEvmClientOptions } from './exact/client.ts'
 export { exactEvmClient } from './exact/client.ts'

@@ -151,3 +151,86 @@ export function collectorData(authorization: Erc3009Authorization): Hex {
     [authorization.validAfter, authorization.validBefore, BigInt(authorization.salt), authorization.signature],
   )
 }
+
+/** The EIP-712 types a receiver authorizer signs: a batch of claims (`claimWithSignature`) and a cooperative refund. */
+export const authorizerTypes = {
+  ClaimBatch: [{ name: 'claims', type: 'ClaimEntry[]' }],
+  ClaimEntry: [
+    { name: 'channelId', type: 'bytes32' },
+    { name: 'maxClaimableAmount', type: 'uint128' },
+    { name: 'totalClaimed', type: 'uint128' },
+  ],
+  Refund: [
+    { name: 'channelId', type: 'bytes32' },
+    { name: 'nonce', type: 'uint256' },
+    { name: 'amount', type: 'uint128' },
+  ],
+} as const
+
+/** One row of a claim: a voucher with its channel's config, its signature, and the cumulative total to claim up to. */
+export const voucherClaim = z.object({
+  voucher: z.object({ channel: channelConfig, maxClaimableAmount: amount }),
+  signature,
+  totalClaimed: amount,
+})
+export type VoucherClaim = z.output<typeof voucherClaim>
+
+/** A resource server's claim of many vouchers, across channels, optionally signed by their receiver authorizer. */
+export const claimPayload = z.object({
+  type: z.literal('claim'),
+  claims: z.array(voucherClaim).min(1).max(1_000),
+  claimAuthorizerSignature: signature.optional(),
+})
+export type ClaimPayload = z.output<typeof claimPayload>
+
+/** A sweep of what was claimed for a receiver in a token. */
+export const settlePayload = z.object({ type: z.literal('settle'), receiver: address, token: address })
+export type SettlePayload = z.output<typeof settlePayload>
+
+/** A cooperative refund of a channel's unclaimed balance, after claiming `claims`; `amount` and `refundNonce` as the escrow has them. */
+export const refundPayload = z.object({
+  type: z.literal('refund'),
+  channelConfig,
+  voucher,
+  amount: amount.optional(),
+  refundNonce: z
+    .union([
+      decimal,
+      z
+        .number()
+        .int()
+        .min(0)
+        .transform((value) => BigInt(value)),
+    ])
+    .optional(),
+  claims: z.array(voucherClaim).max(100).optional(),
+  refundAuthorizerSignature: signature.optional(),
+  claimAuthorizerSignature: signature.optional(),
+})
+export type RefundPayload = z.output<typeof refundPayload>
+
+/** The digest a receiver authorizer signs for `claimWithSignature`. */
+export function claimBatchDigest(claims: readonly VoucherClaim[], chainId: number, escrow?: Address): Hex {
+  return hashTypedData({
+    domain: domainOf(chainId, escrow),
+    types: authorizerTypes,
+    primaryType: 'ClaimBatch',
+    message: {
+      claims: claims.map((claim) => ({
+        channelId: id(claim.voucher.channel, chainId, escrow),
+        maxClaimableAmount: claim.voucher.maxClaimableAmount,
+        totalClaimed: claim.totalClaimed,
+      })),
+    },
+  })
+}
+
+/** The digest a receiver authorizer signs for `refundWithSignature`. */
+export function refundDigest(channelId: Hex, nonce: bigint, amount: bigint, chainId: number, escrow?: Address): Hex {
+  return hashTypedData({
+    domain: domainOf(chainId, escrow),
+    types: authorizerTypes,
+    primaryType: 'Refund',
+    message: { channelId, nonce, amount },
+  })
+}

@@ -24,6 +24,9 @@ export type ChannelState = {
   signature: Hex | undefined
   /** The payer has started a withdrawal. */
   closing: boolean
+  /** When the payer's withdrawal started (unix seconds, 0 when none) and the escrow's refund nonce, as last read. */
+  withdrawRequestedAt?: number
+  refundNonce?: bigint
 }
 
 export type Refusal = { reason: Reason; message: string }

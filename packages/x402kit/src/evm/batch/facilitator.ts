@@ -4,6 +4,9 @@
  * collector (`settle.ts`); a voucher is checked against the channel's state without a chain call
  * (`verify.ts`) and recorded; recorded vouchers are claimed in one `claim` across channels and swept
  * to each receiver (`claim.ts`), on call, on a timer, or once a value threshold is unclaimed.
+ * Resource servers that keep channel state themselves send `claim`, `settle` (sweep) and `refund`
+ * payloads to `/settle` (`claim.ts`, `facilitatorRefund.ts`); claims from all of them share claim
+ * transactions (`claimBatch.ts`). Channels and transactions are kept in a store (`facilitatorStore.ts`).
  *
  * Each channel's state changes under its own lock, and a payment is checked again under it before
  * it is charged: two requests cannot both spend the same increment.
@@ -14,18 +17,28 @@ import type { Network } from '../../core/Network.ts'
 import type { SchemeFacilitator } from '../../core/Scheme.ts'
 import * as Channel from './Channel.ts'
 import type { ChannelState } from './check.ts'
-import { claim } from './claim.ts'
+import { claim, settleClaim, settleSweep, verifyClaim } from './claim.ts'
+import { recover } from './facilitatorRecover.ts'
+import { settleRefund, verifyRefund } from './facilitatorRefund.ts'
+import type { ActionRecord, ChannelQuery, ChannelRecord } from './facilitatorStore.ts'
 import { settle } from './settle.ts'
 import { type BatchSettlementEvmFacilitatorConfig, type ClaimResult, createContext } from './state.ts'
 import { verify } from './verify.ts'
 
-export type { BatchSettlementEvmFacilitatorConfig, BatchSettlementEvmNetworkConfig, ClaimResult } from './state.ts'
+export type { ActionRecord, BatchSettlementStore, ChannelQuery, ChannelRecord } from './facilitatorStore.ts'
+export type { ActionEvent, BatchSettlementEvmFacilitatorConfig, BatchSettlementEvmNetworkConfig, ClaimResult } from './state.ts'
 
 export type BatchSettlementEvmFacilitator = SchemeFacilitator & {
   /** Claims every channel's charged value not yet claimed, in one transaction per network, then sweeps it to the receivers. */
   claim(): Promise<ClaimResult[]>
   /** What the facilitator knows of a channel. */
   channel(channelId: Hex): Readonly<ChannelState> | undefined
+  /** Settles claim, sweep and refund transactions a stop left open against the escrow, and loads the channels with vouchers to claim. Run once at start. */
+  recover(): Promise<{ reconciled: number }>
+  /** The channels the store holds, newest first. */
+  channels(query: ChannelQuery): Promise<{ items: ChannelRecord[]; total: number }>
+  /** One channel as the store holds it, and its latest claim, sweep and refund transactions. */
+  channelRecord(channelId: Hex): Promise<{ channel: ChannelRecord; actions: ActionRecord[] } | undefined>
   /** Stops the claim timer. */
   stop(): void
 }
@@ -70,9 +83,22 @@ export function batchSettlementEvmFacilitator(config: BatchSettlementEvmFacilita
   return {
     scheme: Channel.scheme,
     networks: [...context.networks.keys()] as Network[],
-    verify: (payment) => verify(context, payment),
-    settle: (payment) => settle(context, payment),
+    verify(payment) {
+      const type = typeOf(payment)
+      if (type === 'claim') return verifyClaim(context, payment)
+      if (type === 'refund') return verifyRefund(context, payment)
+      return verify(context, payment)
+    },
+    settle(payment) {
+      const type = typeOf(payment)
+      if (type === 'claim') return settleClaim(context, payment)
+      if (type === 'settle') return settleSweep(context, payment)
+      if (type === 'refund') return settleRefund(context, payment)
+      return settle(context, payment)
+    },
     settlementKey(payment) {
+      // Claims, sweeps and refunds are idempotent on chain (cumulative totals, a refund nonce): no key.
+      if (typeOf(payment) !== 'deposit' && typeOf(payment) !== 'voucher') return undefined
       const voucher = (payment.payload.payload as { voucher?: { channelId?: unknown; maxClaimableAmount?: unknown } }).voucher
       if (typeof voucher?.channelId !== 'string' || typeof voucher.maxClaimableAmount !== 'string') return undefined
       return `${Channel.scheme}:${payment.requirements.network}:${voucher.channelId.toLowerCase()}:${voucher.maxClaimableAmount}`
@@ -88,6 +114,17 @@ export function batchSettlementEvmFacilitator(config: BatchSettlementEvmFacilita
     },
     claim: claimNow,
     channel: (channelId) => context.channels.get(channelId.toLowerCase()),
+    recover: () => recover(context),
+    channels: (query) => context.store.listChannels(query),
+    async channelRecord(channelId) {
+      const channel = await context.store.getChannel(channelId.toLowerCase() as Hex)
+      return channel && { channel, actions: await context.store.actions({ channelId: channel.id, limit: 20 }) }
+    },
     stop: () => clearInterval(timer),
   }
+}
+
+function typeOf(payment: Parameters<SchemeFacilitator['verify']>[0]): unknown {
+  const payload = payment.payload.payload as { type?: unknown } | null
+  return typeof payload === 'object' && payload !== null ? payload.type : undefined
 }

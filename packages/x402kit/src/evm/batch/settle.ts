@@ -6,7 +6,7 @@
 import type { Hex } from 'viem'
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../core/Facilitator.ts'
-import { type Context, locked, messageOf, send } from './state.ts'
+import { type Context, locked, messageOf, persist, send } from './state.ts'
 import { check, depositCall } from './verify.ts'
 
 export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
@@ -21,7 +21,7 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
   const id = (payment.payload.payload as { voucher?: { channelId?: unknown } }).voucher?.channelId
   if (typeof id !== 'string') return fail(Reason.invalidPayload, 'The payload names no channel.')
   return locked(context, id.toLowerCase(), async () => {
-    const checked = await check(context, payment)
+    const checked = await check(context, payment, true)
     if (!checked.ok) return fail(checked.refusal.reason, checked.refusal.message)
     const { state, payload, channel, price } = checked
     let transaction = ''
@@ -37,9 +37,14 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
       context.channels.set(channel.id, channel)
       transaction = sent.hash
     }
-    channel.charged += price
-    channel.signedMax = payload.voucher.maxClaimableAmount
-    channel.signature = payload.voucher.signature
+    const next = { charged: channel.charged + price, signedMax: payload.voucher.maxClaimableAmount, signature: payload.voucher.signature }
+    // Recorded before the request is served: a restart still holds the voucher that pays for it.
+    try {
+      await persist(context, { ...channel, ...next })
+    } catch (error) {
+      return fail(Reason.unexpectedSettleError, `The charge could not be recorded: ${messageOf(error)}`, transaction)
+    }
+    Object.assign(channel, next)
     context.unclaimed += price
     context.charged()
     return {
@@ -54,7 +59,8 @@ export async function settle(context: Context, payment: Payment): Promise<Settle
           channelId: channel.id,
           balance: channel.balance.toString(),
           totalClaimed: channel.claimed.toString(),
-          chargedCumulativeAmount: channel.charged.toString(),
+          withdrawRequestedAt: channel.withdrawRequestedAt ?? 0,
+          refundNonce: (channel.refundNonce ?? 0n).toString(),
         },
       },
     }

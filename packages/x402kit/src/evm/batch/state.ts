@@ -12,6 +12,7 @@ import {
   type Hex,
   type HttpTransport,
   http,
+  type Log,
   type PrivateKeyAccount,
   type PublicClient,
 } from 'viem'
@@ -22,6 +23,7 @@ import { chainOf } from '../Chain.ts'
 import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import type { ChannelState } from './check.ts'
+import { type BatchSettlementStore, type ChannelRecord, memoryBatchSettlementStore } from './facilitatorStore.ts'
 
 export type BatchSettlementEvmNetworkConfig = {
   rpcUrl: string
@@ -43,6 +45,26 @@ export type BatchSettlementEvmFacilitatorConfig = {
   minValidSeconds?: number
   /** Faults of claims run by the timer or the threshold. Default `console.error`. */
   onError?: (error: unknown) => void
+  /** Where channels and claim, sweep and refund records are kept; default in memory. */
+  store?: BatchSettlementStore
+  /** How long claims from several resource servers are gathered into one transaction, in ms; default 25. */
+  claimWindowMs?: number
+  /** Most voucher rows in one claim transaction; default 100. */
+  maxClaimsPerTransaction?: number
+  /** Told of each claim, sweep and refund transaction the chain answered (for metrics). */
+  onAction?: (event: ActionEvent) => void
+}
+
+/** A claim, sweep or refund transaction the chain answered. */
+export type ActionEvent = {
+  network: string
+  kind: 'claim' | 'settle' | 'refund'
+  success: boolean
+  /** Vouchers in a claim. */
+  vouchers: number
+  amount: bigint
+  gasUsed: bigint
+  transaction: Hex
 }
 
 /** What one round of claims did on a network. */
@@ -57,6 +79,9 @@ export type NetworkState = {
   account: PrivateKeyAccount
   /** Transactions of this network's signer are sent one at a time. */
   sending: Promise<unknown>
+  /** Claims waiting for the next claim transaction (`claimBatch.ts`). */
+  pending: import('./claimBatch.ts').ClaimGroup[]
+  flushTimer: ReturnType<typeof setTimeout> | undefined
 }
 
 export type Context = {
@@ -69,6 +94,10 @@ export type Context = {
   unclaimed: bigint
   /** Told of each charge, so that claims can follow a value threshold. */
   charged(): void
+  store: BatchSettlementStore
+  claimWindowMs: number
+  maxClaimsPerTransaction: number
+  onAction: (event: ActionEvent) => void
 }
 
 export function createContext(config: BatchSettlementEvmFacilitatorConfig, charged: () => void = () => {}): Context {
@@ -85,10 +114,23 @@ export function createContext(config: BatchSettlementEvmFacilitatorConfig, charg
       client: createPublicClient({ chain, transport: http(entry.rpcUrl, { timeout: 10_000 }), pollingInterval: 100 }),
       account: privateKeyToAccount(key),
       sending: Promise.resolve(),
+      pending: [],
+      flushTimer: undefined,
     })
   }
   if (networks.size === 0) throw new ConfigError('No network is configured.')
-  return { networks, channels: new Map(), locks: new Map(), minValidSeconds: config.minValidSeconds ?? 6, unclaimed: 0n, charged }
+  return {
+    networks,
+    channels: new Map(),
+    locks: new Map(),
+    minValidSeconds: config.minValidSeconds ?? 6,
+    unclaimed: 0n,
+    charged,
+    store: config.store ?? memoryBatchSettlementStore(),
+    claimWindowMs: config.claimWindowMs ?? 25,
+    maxClaimsPerTransaction: config.maxClaimsPerTransaction ?? 100,
+    onAction: config.onAction ?? (() => {}),
+  }
 }
 
 /** Runs `task` after every earlier task of the channel: one state change at a time per channel. */
@@ -102,48 +144,101 @@ export function locked<result>(context: Context, id: string, task: () => Promise
 }
 
 /** Sends a transaction from the network's signer, after its earlier ones, and waits for the receipt. */
-export function send(state: NetworkState, data: Hex, to: Address): Promise<{ hash: Hex; success: boolean }> {
+export function send(
+  state: NetworkState,
+  data: Hex,
+  to: Address,
+  onSent?: (hash: Hex) => Promise<void>,
+): Promise<{ hash: Hex; success: boolean; gasUsed: bigint; logs: Log[] }> {
   const run = state.sending.then(async () => {
     const wallet = createWalletClient({ account: state.account, chain: state.client.chain, transport: http(state.client.transport.url) })
     const hash = await wallet.sendTransaction({ to, data })
+    await onSent?.(hash)
     const receipt = await state.client.waitForTransactionReceipt({ hash, timeout: 60_000 })
-    return { hash, success: receipt.status === 'success' }
+    return { hash, success: receipt.status === 'success', gasUsed: receipt.gasUsed, logs: receipt.logs }
   })
   state.sending = run.catch(() => undefined)
   return run
 }
 
-/** The channel's balance, total claimed and pending withdrawal, as the escrow has them. */
+/** The channel's balance, total claimed, pending withdrawal and refund nonce, as the escrow has them. */
 export async function readChannel(state: NetworkState, id: Hex) {
   const at = { address: state.escrow, abi: escrowAbi } as const
-  const [[balance, claimed], [pending]] = await Promise.all([
+  const [[balance, claimed], [withdrawal, initiatedAt], refundNonce] = await Promise.all([
     state.client.readContract({ ...at, functionName: 'channels', args: [id] }),
     state.client.readContract({ ...at, functionName: 'pendingWithdrawals', args: [id] }),
+    state.client.readContract({ ...at, functionName: 'refundNonce', args: [id] }),
   ])
-  return { balance, claimed, closing: pending > 0n }
+  return { balance, claimed, closing: withdrawal > 0n, withdrawal, withdrawRequestedAt: Number(initiatedAt), refundNonce }
+}
+
+/** The channel as the escrow has it, in the form the resource servers read (`extra` of verify and settle). */
+export function channelStateExtra(id: Hex, read: Awaited<ReturnType<typeof readChannel>>) {
+  return {
+    channelId: id,
+    balance: read.balance.toString(),
+    totalClaimed: read.claimed.toString(),
+    withdrawRequestedAt: read.withdrawRequestedAt,
+    refundNonce: read.refundNonce.toString(),
+  }
+}
+
+/** Writes what the facilitator knows of a channel to the store. */
+export async function persist(context: Context, channel: ChannelState, read?: Partial<Awaited<ReturnType<typeof readChannel>>>) {
+  const known = await context.store.getChannel(channel.id)
+  const record: ChannelRecord = {
+    id: channel.id,
+    network: channel.network,
+    config: channel.config,
+    balance: channel.balance,
+    claimed: channel.claimed,
+    charged: larger(channel.charged, channel.claimed),
+    signedMax: channel.signedMax,
+    signature: channel.signature,
+    withdrawal: read?.withdrawal ?? known?.withdrawal ?? 0n,
+    withdrawRequestedAt: read?.withdrawRequestedAt ?? known?.withdrawRequestedAt ?? 0,
+    refundNonce: read?.refundNonce ?? known?.refundNonce ?? 0n,
+    updatedAt: Date.now(),
+  }
+  await context.store.putChannel(record)
 }
 
 /** The channel's state, read from the escrow the first time it is seen. */
 export async function channelOf(context: Context, state: NetworkState, id: Hex, config: Channel.ChannelConfig): Promise<ChannelState> {
   const known = context.channels.get(id)
   if (known) return known
-  const { balance, claimed, closing } = await readChannel(state, id)
+  const [read, stored] = await Promise.all([readChannel(state, id), context.store.getChannel(id)])
+  const { balance, claimed, closing } = read
+  // What was charged and the voucher held survive a restart in the store; the chain has the rest.
+  const charged = stored?.charged !== undefined && stored.charged > claimed ? stored.charged : claimed
   const fresh: ChannelState = {
     id,
     config,
     network: state.network,
     balance,
     claimed,
-    charged: claimed,
-    signedMax: claimed,
-    signature: undefined,
+    charged,
+    signedMax: stored && stored.signedMax > claimed ? stored.signedMax : claimed,
+    signature: stored && stored.signedMax > claimed ? stored.signature : undefined,
     closing,
+    withdrawRequestedAt: read.withdrawRequestedAt,
+    refundNonce: read.refundNonce,
   }
   // Only funded channels are kept: vouchers for empty ones cannot fill the memory.
   const raced = context.channels.get(id)
   if (raced) return raced
   if (fresh.balance > 0n) context.channels.set(id, fresh)
   return fresh
+}
+
+/** The larger and the smaller of two amounts (`Math.max` and `Math.min` take no bigint). */
+export function larger(a: bigint, b: bigint): bigint {
+  if (a > b) return a
+  return b
+}
+export function smaller(a: bigint, b: bigint): bigint {
+  if (a < b) return a
+  return b
 }
 
 export function messageOf(error: unknown): string {

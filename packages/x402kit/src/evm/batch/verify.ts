@@ -15,7 +15,19 @@ import { type Context, channelOf, messageOf, type NetworkState } from './state.t
 export async function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
   const checked = await check(context, payment)
   if (!checked.ok) return { isValid: false, invalidReason: checked.refusal.reason, invalidMessage: checked.refusal.message }
-  return { isValid: true, payer: checked.payload.channelConfig.payer }
+  const { channel, payload } = checked
+  // The channel as a resource server that keeps channel state reads it (the reference's `extra`).
+  return {
+    isValid: true,
+    payer: payload.channelConfig.payer,
+    extra: {
+      channelId: channel.id,
+      balance: channel.balance.toString(),
+      totalClaimed: channel.claimed.toString(),
+      withdrawRequestedAt: channel.withdrawRequestedAt ?? 0,
+      refundNonce: (channel.refundNonce ?? 0n).toString(),
+    },
+  } as VerifyResponse
 }
 
 export type Checked =
@@ -23,7 +35,7 @@ export type Checked =
   | { ok: false; refusal: Refusal }
 
 /** Every check of a payment; the chain is asked only for a deposit and a channel seen for the first time. */
-export async function check(context: Context, payment: Payment): Promise<Checked> {
+export async function check(context: Context, payment: Payment, settling = false): Promise<Checked> {
   const refuse = (reason: Reason, message: string): Checked => ({ ok: false, refusal: { reason, message } })
   const { requirements, payload: sent } = payment
   if (requirements.scheme !== Channel.scheme || sent.accepted.scheme !== Channel.scheme)
@@ -38,7 +50,9 @@ export async function check(context: Context, payment: Payment): Promise<Checked
   const parsed = Channel.payload.safeParse(sent.payload)
   if (!parsed.success) return refuse(Reason.invalidPayload, parsed.error.issues[0]?.message ?? 'The payload is malformed.')
   const payload = parsed.data
-  if (!isAddressEqual(payload.channelConfig.receiverAuthorizer, state.account.address))
+  // A voucher this facilitator settles is one it must claim: its signer is the channel's receiver
+  // authorizer. A resource server with its own authorizer only has deposits settled here, and claims itself.
+  if (payload.type === 'voucher' && settling && !isAddressEqual(payload.channelConfig.receiverAuthorizer, state.account.address))
     return refuse(Reason.batchReceiverAuthorizerMismatch, "The channel's receiver authorizer is not this facilitator's signer.")
   const bound = binding(payload, requirements, { chainId: state.chainId, escrow: state.escrow })
   if (bound) return { ok: false, refusal: bound }
