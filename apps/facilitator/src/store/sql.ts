@@ -8,6 +8,7 @@ import { BaseError } from 'x402kit'
 import type { SettlementCondition, SettlementPatch, SettlementQueue, SettlementStore } from 'x402kit/facilitator'
 import { ledgerMigration } from '../ledger/ledger.ts'
 import { denyListMigration } from '../risk/denyList.ts'
+import { channelsMigration } from './channels.ts'
 import { credentialKeysMigration } from './keys.ts'
 import { type QueueOptions, queueMigration, sqlQueue } from './queue.ts'
 import { columns, readRecord, toRecord } from './records.ts'
@@ -52,6 +53,8 @@ export const migrations = [
   // Fees and gas of each settled payment, per merchant.
   { version: 5, sql: ledgerMigration },
   { version: 6, sql: denyListMigration },
+  // batch-settlement: channels, and claim, sweep and refund transactions.
+  { version: 7, sql: channelsMigration },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.
