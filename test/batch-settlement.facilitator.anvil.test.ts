@@ -159,7 +159,7 @@ async function row(
   }
 }
 
-const requirements = (payTo: Address, network = devnet.network) => ({
+const requirements = (payTo: Address, network: string = devnet.network) => ({
   scheme: 'batch-settlement',
   network,
   asset: devnet.usdc,
@@ -173,7 +173,7 @@ const requirements = (payTo: Address, network = devnet.network) => ({
 async function settleOverHttp(
   payload: Record<string, unknown>,
   payTo: Address = payToA,
-  network = devnet.network,
+  network: string = devnet.network,
 ): Promise<SettleResponse> {
   const response = await fetch(`${facilitatorUrl}/settle`, {
     method: 'POST',

@@ -6,6 +6,7 @@
  *   x402 pay <url> [--key K] [--max AMOUNT]     pay one URL (key from X402_PRIVATE_KEY by default)
  *   x402 facilitator [--config FILE]            run a facilitator (config from env and file)
  *   x402 facilitator statement --merchant 0x…   a merchant's settled volume, fees and gas
+ *   x402 facilitator channels --receiver 0x…    batch-settlement channels a running facilitator knows
  */
 import { parseArgs } from 'node:util'
 import { BaseError } from 'x402kit'
@@ -15,7 +16,9 @@ const usage = `Usage:
   x402 pay <url> [--key 0x…] [--max AMOUNT] [-X METHOD] [-d DATA] [-H 'Name: value']
   x402 facilitator [--config FILE]
   x402 facilitator statement --merchant 0x… [--from YYYY-MM-DD] [--to YYYY-MM-DD (exclusive)]
-                             [--period day|month|all] [--json] [--config FILE]`
+                             [--period day|month|all] [--json] [--config FILE]
+  x402 facilitator channels (--receiver 0x… | --payer 0x… | --channel 0x…) [--limit N] [--offset N]
+                            [--url URL] [--key KEY] [--json]`
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
@@ -70,6 +73,24 @@ async function main(argv: string[]): Promise<number> {
           throw new BaseError('x402 facilitator statement needs --merchant <payTo address>.', { hint: usage })
         const { facilitatorStatement } = await import('./commands/statement.ts')
         return await facilitatorStatement({ ...values, configFile: values.config })
+      }
+      if (rest[0] === 'channels') {
+        const text = { type: 'string' } as const
+        const { values } = parseArgs({
+          args: rest.slice(1),
+          options: {
+            receiver: text,
+            payer: text,
+            channel: text,
+            limit: text,
+            offset: text,
+            url: text,
+            key: text,
+            json: { type: 'boolean' },
+          },
+        })
+        const { facilitatorChannels } = await import('./commands/facilitatorChannels.ts')
+        return await facilitatorChannels(values)
       }
       const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } } })
       const { runFacilitator } = await import('./commands/facilitator.ts')

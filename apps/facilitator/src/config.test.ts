@@ -77,6 +77,32 @@ describe('loadConfig', () => {
     })
   })
 
+  it('serves batch-settlement on the network of X402_NETWORK when asked to, and names a bad setting', () => {
+    const base = { X402_NETWORK: 'eip155:8453', X402_RPC_URL: 'https://mainnet.base.org', X402_SIGNER_KEYS: key }
+    expect(loadConfig({ argv: [], env: base }).networks['eip155:8453']?.batchSettlement).toBeUndefined()
+    expect(loadConfig({ argv: [], env: { ...base, X402_BATCH_SETTLEMENT: '1' } }).networks['eip155:8453']?.batchSettlement).toEqual({})
+    expect(
+      loadConfig({
+        argv: [],
+        env: {
+          ...base,
+          X402_BATCH_SETTLEMENT: 'true',
+          X402_BATCH_ESCROW: '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003',
+          X402_BATCH_SIGNER_KEY: key2,
+        },
+      }).networks['eip155:8453']?.batchSettlement,
+    ).toEqual({ escrow: '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003', signer: key2 })
+    expect(issues(() => loadConfig({ argv: [], env: { ...base, X402_BATCH_ESCROW: '0x12' } }))).toEqual([
+      'networks.eip155:8453.batchSettlement.escrow (from X402_BATCH_ESCROW): must be an address: 0x and 40 hex digits',
+    ])
+    expect(issues(() => loadConfig({ argv: [], env: { ...base, X402_BATCH_SETTLEMENT: 'yes' } }))).toEqual([
+      'X402_BATCH_SETTLEMENT must be 1, true, 0 or false',
+    ])
+    expect(issues(() => loadConfig({ argv: [], env: { X402_BATCH_SETTLEMENT: '1' } }))).toEqual([
+      'X402_BATCH_SETTLEMENT is set, but X402_NETWORK (the CAIP-2 network it is for) is not',
+    ])
+  })
+
   it('reads a file from --config or X402_CONFIG, with the environment over it', async () => {
     const path = await file('config.json', {
       port: 5000,

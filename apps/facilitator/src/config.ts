@@ -29,6 +29,23 @@ const networkConfig = z.strictObject({
   pollingIntervalMs: z.number().int().min(10).max(60_000).optional(),
   /** A SettlementBatcher contract: with it, payments are settled in batches through the settlement pipeline. */
   batcher: address.optional(),
+  /** `batch-settlement` (payment channels) on this network; present, even empty, to serve it. */
+  batchSettlement: z
+    .strictObject({
+      /** The escrow; default the canonical `x402BatchSettlement` address. */
+      escrow: address.optional(),
+      /** The EIP-3009 deposit collector; default its canonical address. */
+      collector: address.optional(),
+      /** The key that sends deposits, claims, sweeps and refunds and is the channels' receiver authorizer; default the first of `signers`. A key of its own keeps its nonces apart from `exact` settlements. */
+      signer: privateKey.optional(),
+      /** How long claims from several resource servers are gathered into one transaction, in ms. Default 25. */
+      claimWindowMs: z.number().int().min(0).max(60_000).optional(),
+      /** Most vouchers in one claim transaction. Default 100. */
+      maxClaimsPerTransaction: z.number().int().min(1).max(1_000).optional(),
+      /** Claims the vouchers of requests charged here every this many ms. Default never. */
+      claimIntervalMs: z.number().int().min(1_000).max(86_400_000).optional(),
+    })
+    .optional(),
 })
 
 /** Atomic units per asset address, written as strings: amounts of 18-decimal tokens pass 2^53. */
@@ -199,6 +216,11 @@ export const variables = {
   maxBodyBytes: 'X402_MAX_BODY_BYTES',
   credentialIssuer: 'X402_CREDENTIAL_ISSUER',
   batcher: 'X402_BATCHER',
+  /** `1` or `true` serves `batch-settlement` on the network of X402_NETWORK. */
+  batchSettlement: 'X402_BATCH_SETTLEMENT',
+  batchEscrow: 'X402_BATCH_ESCROW',
+  batchCollector: 'X402_BATCH_COLLECTOR',
+  batchSigner: 'X402_BATCH_SIGNER_KEY',
   instanceId: 'X402_INSTANCE_ID',
   denyListFile: 'X402_DENY_LIST_FILE',
   denyListReloadMs: 'X402_DENY_LIST_RELOAD_MS',
@@ -296,14 +318,38 @@ export function loadConfig(options: { env?: Record<string, string | undefined>; 
     if (rpcUrl) entry.rpcUrl = rpcUrl
     if (signers) entry.signers = list(signers)
     if (confirmations) entry.confirmations = number(confirmations)
+    const channels = env[variables.batchSettlement]
+    const channelSettings = {
+      escrow: env[variables.batchEscrow],
+      collector: env[variables.batchCollector],
+      signer: env[variables.batchSigner],
+    }
+    if (channels && !/^(1|true|0|false)$/i.test(channels.trim())) issues.push(`${variables.batchSettlement} must be 1, true, 0 or false`)
+    if (/^(1|true)$/i.test(channels?.trim() ?? '') || Object.values(channelSettings).some(Boolean)) {
+      const batchSettlement = isRecord(entry.batchSettlement) ? { ...entry.batchSettlement } : {}
+      for (const [name, value] of Object.entries(channelSettings)) if (value) batchSettlement[name] = value
+      entry.batchSettlement = batchSettlement
+    }
     networks[key] = entry
+    sources.set(`networks.${key}.batchSettlement.escrow`, variables.batchEscrow)
+    sources.set(`networks.${key}.batchSettlement.collector`, variables.batchCollector)
+    sources.set(`networks.${key}.batchSettlement.signer`, variables.batchSigner)
     sources.set(`networks.${key}.rpcUrl`, variables.rpcUrl)
     sources.set(`networks.${key}.signers`, variables.signers)
     sources.set(`networks.${key}.confirmations`, variables.confirmations)
     sources.set(`networks.${key}.batcher`, variables.batcher)
     sources.set(`networks.${key}`, variables.network)
   } else
-    for (const variable of [variables.rpcUrl, variables.signers, variables.confirmations, variables.batcher])
+    for (const variable of [
+      variables.rpcUrl,
+      variables.signers,
+      variables.confirmations,
+      variables.batcher,
+      variables.batchSettlement,
+      variables.batchEscrow,
+      variables.batchCollector,
+      variables.batchSigner,
+    ])
       if (env[variable]) issues.push(`${variable} is set, but ${variables.network} (the CAIP-2 network it is for) is not`)
   if (raw.networks !== undefined || network) raw.networks = networks
 

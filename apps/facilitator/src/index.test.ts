@@ -6,6 +6,9 @@ it('exports', () => {
     [
       "ConfigError",
       "StatementParameterError",
+      "channelView",
+      "channelsHandler",
+      "channelsMigration",
       "createLogger",
       "feeFor",
       "ledgerEntries",
@@ -15,6 +18,7 @@ it('exports', () => {
       "policyFor",
       "recordLedger",
       "runFacilitatorService",
+      "sqlChannelStore",
       "sqlStore",
       "startFacilitatorService",
       "statement",

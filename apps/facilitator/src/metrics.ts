@@ -7,6 +7,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import { formatEther } from 'viem'
 import type { PipelineEvent } from 'x402kit'
+import type { ActionEvent } from 'x402kit/evm'
 import type { Observation } from 'x402kit/facilitator'
 import type { Logger } from './log.ts'
 
@@ -46,6 +47,7 @@ export function serviceMetrics(options: { logger?: Logger } = {}) {
   })
   const pipeline = pipelineMetrics(registers)
   const logPipeline = options.logger ? pipelineLog(options.logger) : undefined
+  const channels = channelMetrics(registers)
   return {
     observe({ seconds, ...labels }: Observation) {
       answered.inc(labels)
@@ -59,6 +61,21 @@ export function serviceMetrics(options: { logger?: Logger } = {}) {
         logPipeline?.(event)
       } catch (error) {
         options.logger?.error('pipeline event not recorded', { event: event.type, error })
+      }
+    },
+    /** Records a `batch-settlement` claim, sweep or refund transaction (and logs it, given a logger). */
+    channels(event: ActionEvent) {
+      try {
+        channels(event)
+        options.logger?.[event.success ? 'info' : 'warn'](`batch-settlement ${event.kind} ${event.success ? 'mined' : 'reverted'}`, {
+          network: event.network,
+          vouchers: event.vouchers,
+          amount: event.amount,
+          gasUsed: event.gasUsed,
+          transaction: event.transaction,
+        })
+      } catch (error) {
+        options.logger?.error('channel event not recorded', { kind: event.kind, error })
       }
     },
     async response(): Promise<Response> {
@@ -189,6 +206,41 @@ function pipelineMetrics(registers: Registry[]): (event: PipelineEvent) => void 
         reorged.inc({ network }, event.payments)
         return
     }
+  }
+}
+
+function channelMetrics(registers: Registry[]): (event: ActionEvent) => void {
+  const transactions = new Counter({
+    name: 'x402_facilitator_channel_transactions_total',
+    help: 'batch-settlement claim, sweep and refund transactions, by kind and outcome (mined, reverted).',
+    labelNames: ['network', 'kind', 'outcome'],
+    registers,
+  })
+  const vouchers = new Histogram({
+    name: 'x402_facilitator_claim_vouchers',
+    help: 'Vouchers per batch-settlement claim transaction.',
+    labelNames: ['network'],
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+    registers,
+  })
+  const gas = new Counter({
+    name: 'x402_facilitator_channel_gas_used_total',
+    help: 'Gas used by batch-settlement claim, sweep and refund transactions.',
+    labelNames: ['network', 'kind'],
+    registers,
+  })
+  const value = new Counter({
+    name: 'x402_facilitator_channel_value_total',
+    help: 'Value claimed, swept and refunded, in the token’s atomic units (approximate past 2^53).',
+    labelNames: ['network', 'kind'],
+    registers,
+  })
+  return (event) => {
+    const { network, kind } = event
+    transactions.inc({ network, kind, outcome: event.success ? 'mined' : 'reverted' })
+    gas.inc({ network, kind }, Number(event.gasUsed))
+    if (kind === 'claim') vouchers.observe({ network }, event.vouchers)
+    if (event.success) value.inc({ network, kind }, Number(event.amount))
   }
 }
 

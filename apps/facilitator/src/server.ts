@@ -6,14 +6,17 @@ import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import type { SchemeFacilitator } from 'x402kit'
 import { type CredentialKeyRing, credentialKeys, generateCredentialKey } from 'x402kit/credential'
+import type { BatchSettlementEvmFacilitator } from 'x402kit/evm'
 import { createFacilitator, type Facilitator, type FacilitatorConfig } from 'x402kit/facilitator'
 import { createAccessGuard } from './access/guard.ts'
+import { channelsHandler } from './channels.ts'
 import { type Config, ConfigError, type ConfigInput, parseConfig, variables } from './config.ts'
 import { ledgerEntries, recordLedger } from './ledger/ledger.ts'
 import { statementHandler } from './ledger/statement.ts'
 import { createLogger, type Logger, logLevel, logRequests, requestLogger } from './log.ts'
 import { serviceMetrics } from './metrics.ts'
 import { createRiskScreen } from './risk/screen.ts'
+import { sqlChannelStore } from './store/channels.ts'
 import { type Database, openDatabase } from './store/database.ts'
 import { loadCredentialKeys, rotateCredentialKeys } from './store/keys.ts'
 import { migrate, sqlStore } from './store/sql.ts'
@@ -64,10 +67,21 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
   let keys: Awaited<ReturnType<typeof credentialKeyRing>>
   let risk: ReturnType<typeof createRiskScreen> | undefined
   let facilitator: Facilitator | undefined
+  let channels: BatchSettlementEvmFacilitator | undefined
   try {
     await migrate(database)
     keys = await credentialKeyRing(config, database)
     const metrics = serviceMetrics({ logger })
+    channels = options.schemes
+      ? (schemes.find((scheme) => 'channelRecord' in scheme) as BatchSettlementEvmFacilitator | undefined)
+      : await channelScheme(config, database, metrics.channels, logger)
+    if (channels && !options.schemes) schemes.push(channels)
+    // Claims, sweeps and refunds a stop left open are settled against the chain before anything new is sent.
+    if (channels && !options.schemes)
+      await channels.recover().then(
+        ({ reconciled }) => reconciled > 0 && logger.info('batch-settlement transactions reconciled', { reconciled }),
+        (error) => logger.warn('batch-settlement transactions could not be reconciled; they stay open for the next start', { error }),
+      )
     risk = createRiskScreen({
       ...config.risk,
       database,
@@ -113,13 +127,34 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
         return undefined
       },
     })
+    const channelEndpoints =
+      channels &&
+      channelsHandler(channels, {
+        // With merchant API keys, a merchant reads the channels that pay its own addresses only.
+        authorize: (request, receiver) => {
+          if (!keyed) return undefined
+          const caller = access.identify(request)
+          if (!caller) return problem(401, 'missing_api_key', 'Channels need the merchant API key: Authorization: Bearer <key>.')
+          if (!receiver || !caller.payTo?.some((address) => address.toLowerCase() === receiver))
+            return problem(403, 'forbidden', 'This API key does not cover that receiver; name one of its payTo addresses.')
+          return undefined
+        },
+      })
     const handler = facilitator.handler
     const fetch = async (request: Request, clientAddress?: string) => {
       const path = new URL(request.url).pathname
       const operation = request.method === 'GET' ? operations[path] : undefined
       if (operation) return operation()
       if (path.startsWith('/statements/')) return statements(request)
-      return (await access.guard(request, clientAddress)) ?? handler(request)
+      const channelAnswer = channelEndpoints && (await channelEndpoints(request))
+      if (channelAnswer) return channelAnswer
+      const refused = await access.guard(request, clientAddress)
+      if (refused) return refused
+      if (keyed && channels && request.method === 'POST' && path.replace(/\/$/, '') === '/settle') {
+        const foreign = await channelActionRefusal(request, access.identify(request)?.payTo)
+        if (foreign) return foreign
+      }
+      return handler(request)
     }
     const logged = logRequests((request) => fetch(request, clientOf.get(request)), logger, { quiet: Object.keys(operations) })
     const clientOf = new WeakMap<Request, string>()
@@ -157,6 +192,7 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
           await closed
           clearInterval(idle)
           clearTimeout(grace)
+          channels?.stop()
           // Batches in flight finish (or stay recorded, to be resumed at the next start) before the database goes.
           await facilitator?.close({ graceMs })
           await database.close()
@@ -165,6 +201,7 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
   } catch (error) {
     keys?.stop()
     risk?.close()
+    channels?.stop()
     await facilitator?.close({ graceMs: 0 })
     await database.close()
     throw error
@@ -227,4 +264,80 @@ async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {
     }),
     txproofEvmFacilitator({ networks: config.networks }),
   ]
+}
+
+/** `batch-settlement` channels, where a network configures them, their records in the service's database. */
+async function channelScheme(
+  config: Config,
+  database: Database,
+  onAction: (event: import('x402kit/evm').ActionEvent) => void,
+  logger: Logger,
+): Promise<BatchSettlementEvmFacilitator | undefined> {
+  const entries = Object.entries(config.networks).filter(([, entry]) => entry.batchSettlement)
+  if (entries.length === 0) return undefined
+  const { batchSettlementEvmFacilitator } = await import('x402kit/evm')
+  const settings = entries.map(([, entry]) => entry.batchSettlement!)
+  const first = <key extends keyof (typeof settings)[number]>(key: key) => settings.find((entry) => entry[key] !== undefined)?.[key]
+  const claimLog = logger.child({ component: 'channels' })
+  return batchSettlementEvmFacilitator({
+    networks: Object.fromEntries(
+      entries.map(([network, entry]) => [
+        network,
+        {
+          rpcUrl: entry.rpcUrl,
+          signers: [entry.batchSettlement!.signer ?? entry.signers[0]!],
+          ...(entry.batchSettlement!.escrow && { escrow: entry.batchSettlement!.escrow }),
+          ...(entry.batchSettlement!.collector && { collector: entry.batchSettlement!.collector }),
+        },
+      ]),
+    ),
+    store: sqlChannelStore(database),
+    ...(first('claimWindowMs') !== undefined && { claimWindowMs: first('claimWindowMs') }),
+    ...(first('maxClaimsPerTransaction') !== undefined && { maxClaimsPerTransaction: first('maxClaimsPerTransaction') }),
+    ...(first('claimIntervalMs') !== undefined && { claimIntervalMs: first('claimIntervalMs') }),
+    onAction,
+    onError: (error) => claimLog.error('batch-settlement claim failed', { error }),
+  })
+}
+
+/**
+ * With merchant API keys, a claim, sweep or refund is for channels paying the caller's own
+ * addresses: no merchant can claim, sweep or refund (with this facilitator's authorizer key) the
+ * channels of another. Other payloads pass to the facilitator untouched.
+ */
+async function channelActionRefusal(request: Request, payTo: readonly string[] | undefined): Promise<Response | undefined> {
+  const text = await request.clone().text()
+  if (!text.includes('batch-settlement')) return undefined
+  let payload: {
+    type?: unknown
+    receiver?: unknown
+    channelConfig?: { receiver?: unknown }
+    claims?: { voucher?: { channel?: { receiver?: unknown } } }[]
+  }
+  try {
+    payload = JSON.parse(text)?.paymentPayload?.payload ?? {}
+  } catch {
+    return undefined
+  }
+  const receivers =
+    payload.type === 'settle'
+      ? [payload.receiver]
+      : payload.type === 'refund'
+        ? [payload.channelConfig?.receiver, ...(payload.claims ?? []).map((claim) => claim?.voucher?.channel?.receiver)]
+        : payload.type === 'claim'
+          ? (Array.isArray(payload.claims) ? payload.claims : []).map((claim) => claim?.voucher?.channel?.receiver)
+          : undefined
+  if (!receivers) return undefined
+  const allowed = new Set((payTo ?? []).map((address) => address.toLowerCase()))
+  if (receivers.every((receiver) => typeof receiver === 'string' && allowed.has(receiver.toLowerCase()))) return undefined
+  return new Response(
+    JSON.stringify({
+      type: 'about:blank',
+      title: 'Forbidden',
+      status: 403,
+      detail: 'This API key does not cover the receiver of every channel in the request.',
+      code: 'forbidden',
+    }),
+    { status: 403, headers: { 'content-type': 'application/problem+json' } },
+  )
 }
