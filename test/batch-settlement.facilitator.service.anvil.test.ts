@@ -231,6 +231,15 @@ describe('batch-settlement in the facilitator service', () => {
     expect(text).toContain(`x402_facilitator_channel_value_total{network="${devnet.network}",kind="claim"} 3000`)
   })
 
+  it('puts the claimed value and its gas in the merchant’s statement', async () => {
+    const response = await get(`/statements/${payTo}`)
+    expect(response.status).toBe(200)
+    const body = (await response.json()) as { rows: { payments: number; volume: string; gasUsed: string }[] }
+    expect(body.rows).toHaveLength(1)
+    expect(body.rows[0]).toMatchObject({ payments: 1, volume: '3000' })
+    expect(BigInt(body.rows[0]!.gasUsed)).toBeGreaterThan(21_000n)
+  })
+
   it('keeps the channel and its transactions across a restart', async () => {
     await service.close({ graceMs: 200 })
     service = await start()

@@ -295,8 +295,37 @@ async function channelScheme(
     ...(first('claimWindowMs') !== undefined && { claimWindowMs: first('claimWindowMs') }),
     ...(first('maxClaimsPerTransaction') !== undefined && { maxClaimsPerTransaction: first('maxClaimsPerTransaction') }),
     ...(first('claimIntervalMs') !== undefined && { claimIntervalMs: first('claimIntervalMs') }),
-    onAction,
+    onAction: (event) => {
+      onAction(event)
+      // Claimed value and its gas go into the ledger like settled payments, one entry per channel.
+      recordLedger(database, ledgerEntries(claimEntries(event), config.fees)).catch((error) =>
+        claimLog.error('claim not recorded in the ledger', { transaction: event.transaction, error }),
+      )
+    },
     onError: (error) => claimLog.error('batch-settlement claim failed', { error }),
+  })
+}
+
+/** The ledger's view of a claim: each channel's claimed value, with an even share of the transaction's gas. */
+export function claimEntries(event: import('x402kit/evm').ActionEvent): import('./store/queue.ts').SettledEntry[] {
+  const count = BigInt(event.claims.length)
+  if (count === 0n || !event.success) return []
+  const share = event.gasUsed / count
+  const settledAt = new Date()
+  return event.claims.map((claim, index) => {
+    const gasUsed = index === 0 ? share + (event.gasUsed - share * count) : share
+    return {
+      key: `batch-settlement:${event.transaction}:${claim.channelId}`,
+      network: event.network,
+      asset: claim.token,
+      payTo: claim.receiver,
+      payer: claim.payer,
+      amount: claim.amount,
+      gasUsed,
+      gasCost: gasUsed * event.gasPrice,
+      transaction: event.transaction,
+      settledAt,
+    }
   })
 }
 

@@ -322,6 +322,16 @@ export async function sweep(context: Context, state: NetworkState, receiver: Hex
   )
   const amount = swept?.args.amount ?? 0n
   await context.store.updateAction(action.id, { status: 'confirmed', amount, gasUsed: sent.gasUsed, updatedAt: Date.now() })
-  context.onAction({ network, kind: 'settle', success: true, vouchers: 0, amount, gasUsed: sent.gasUsed, transaction: sent.hash })
+  context.onAction({
+    network,
+    kind: 'settle',
+    success: true,
+    vouchers: 0,
+    amount,
+    gasUsed: sent.gasUsed,
+    gasPrice: sent.gasPrice,
+    transaction: sent.hash,
+    claims: [],
+  })
   return { success: true, transaction: sent.hash, network, amount: amount.toString() }
 }

@@ -11,7 +11,7 @@ import { Reason } from '../../core/Errors.ts'
 import { escrowAbi } from './abi.ts'
 import type * as Channel from './Channel.ts'
 import type { ActionRecord } from './facilitatorStore.ts'
-import { type Context, messageOf, type NetworkState, persist, readChannel, send } from './state.ts'
+import { type ActionEvent, type Context, messageOf, type NetworkState, persist, readChannel, send } from './state.ts'
 
 /** What became of one claim row. */
 export type RowOutcome = { channelId: Hex; totalClaimed: string; status: 'claimed' | 'refused'; reason?: string; message?: string }
@@ -168,11 +168,14 @@ async function flush(context: Context, state: NetworkState): Promise<void> {
           vouchers: sentRows.size,
           amount: 0n,
           gasUsed,
+          gasPrice: sent.gasPrice,
           transaction,
+          claims: [],
         })
         return finish(groups, refused, transaction, gasUsed)
       }
-      const value = await recordClaimed(context, state, [...sentRows], before)
+      const claims = await recordClaimed(context, state, [...sentRows], before)
+      const value = claims.reduce((sum, claim) => sum + claim.amount, 0n)
       await context.store.updateAction(action.id, { status: 'confirmed', amount: value, gasUsed, updatedAt: Date.now() })
       context.onAction({
         network: state.network,
@@ -181,7 +184,9 @@ async function flush(context: Context, state: NetworkState): Promise<void> {
         vouchers: sentRows.size,
         amount: value,
         gasUsed,
+        gasPrice: sent.gasPrice,
         transaction,
+        claims,
       })
     }
     finish(groups, refused, transaction, gasUsed)
@@ -205,23 +210,25 @@ function finish(groups: ClaimGroup[], refused: Map<ClaimGroup, RowOutcome[]>, tr
   }
 }
 
-/** After a confirmed claim: each channel's claimed total as the escrow has it now, and the value claimed. */
+/** After a confirmed claim: each channel's claimed total as the escrow has it now, and the value each claimed. */
 async function recordClaimed(
   context: Context,
   state: NetworkState,
   rows: ClaimGroup['rows'],
   before: Map<string, bigint>,
-): Promise<bigint> {
-  let value = 0n
+): Promise<ActionEvent['claims']> {
+  const claims: ActionEvent['claims'] = []
   const seen = new Set<string>()
   for (const row of rows) {
     if (seen.has(row.channelId)) continue
     seen.add(row.channelId)
     const read = await readChannel(state, row.channelId)
-    value += read.claimed - (before.get(row.channelId) ?? read.claimed)
+    const { payer, receiver, token } = row.claim.voucher.channel
+    const amount = read.claimed - (before.get(row.channelId) ?? read.claimed)
+    if (amount > 0n) claims.push({ channelId: row.channelId, payer, receiver, token, amount })
     await learn(context, state, row.claim, row.channelId, read)
   }
-  return value
+  return claims
 }
 
 /** Takes what a claim row and a fresh read tell of a channel into memory and the store. */

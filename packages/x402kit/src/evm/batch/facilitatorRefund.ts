@@ -202,7 +202,20 @@ export async function settleRefund(context: Context, payment: Payment): Promise<
       vouchers: pending.length,
       amount: refunded,
       gasUsed: sent.gasUsed,
+      gasPrice: sent.gasPrice,
       transaction: sent.hash,
+      claims:
+        claimedValue > 0n
+          ? [
+              {
+                channelId,
+                payer: payload.channelConfig.payer,
+                receiver: payload.channelConfig.receiver,
+                token: payload.channelConfig.token,
+                amount: claimedValue,
+              },
+            ]
+          : [],
     })
     const best = pending.reduce<Channel.VoucherClaim | undefined>(
       (top, claim) => (!top || claim.totalClaimed > top.totalClaimed ? claim : top),

@@ -64,7 +64,11 @@ export type ActionEvent = {
   vouchers: number
   amount: bigint
   gasUsed: bigint
+  /** The transaction's effective gas price, in wei. */
+  gasPrice: bigint
   transaction: Hex
+  /** Per channel of a claim, the value it claimed now. */
+  claims: { channelId: Hex; payer: string; receiver: string; token: string; amount: bigint }[]
 }
 
 /** What one round of claims did on a network. */
@@ -149,13 +153,19 @@ export function send(
   data: Hex,
   to: Address,
   onSent?: (hash: Hex) => Promise<void>,
-): Promise<{ hash: Hex; success: boolean; gasUsed: bigint; logs: Log[] }> {
+): Promise<{ hash: Hex; success: boolean; gasUsed: bigint; gasPrice: bigint; logs: Log[] }> {
   const run = state.sending.then(async () => {
     const wallet = createWalletClient({ account: state.account, chain: state.client.chain, transport: http(state.client.transport.url) })
     const hash = await wallet.sendTransaction({ to, data })
     await onSent?.(hash)
     const receipt = await state.client.waitForTransactionReceipt({ hash, timeout: 60_000 })
-    return { hash, success: receipt.status === 'success', gasUsed: receipt.gasUsed, logs: receipt.logs }
+    return {
+      hash,
+      success: receipt.status === 'success',
+      gasUsed: receipt.gasUsed,
+      gasPrice: receipt.effectiveGasPrice,
+      logs: receipt.logs,
+    }
   })
   state.sending = run.catch(() => undefined)
   return run
