@@ -188,7 +188,7 @@ async function settleOverHttp(
 }
 
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 7 })
+  devnet = await startDevnet({ accounts: 13 })
   ;[authorizer, ...payers] = devnet.accounts as DevnetAccount[] as [DevnetAccount, ...DevnetAccount[]]
   const escrow = await deploy(batchSettlementAbi, batchSettlementBytecode)
   await devnet.setCode(Channel.escrowAddress, (await devnet.publicClient.getCode({ address: escrow }))!)
@@ -382,6 +382,29 @@ describe('bad claims and refunds', () => {
   })
 })
 
+describe('claims of many channels in one transaction', () => {
+  it('costs less gas per voucher than a claim of one', async () => {
+    const buyers = payers.slice(6, 11)
+    expect(buyers).toHaveLength(5)
+    for (const buyer of buyers) await buy(shopA, buyer, 1)
+    const gasOf = async (hash: string) => (await devnet.publicClient.getTransactionReceipt({ hash: hash as Hex })).gasUsed
+    const [first, ...rest] = buyers as [DevnetAccount, ...DevnetAccount[]]
+    const alone = await settleOverHttp({ type: 'claim', claims: [await row(configOf(first.address, payToA), price)] })
+    expect(alone.success).toBe(true)
+    // Four claims sent at once, as four resource servers would, share one transaction.
+    const together = await Promise.all(
+      rest.map(async (buyer) => settleOverHttp({ type: 'claim', claims: [await row(configOf(buyer.address, payToA), price)] })),
+    )
+    expect(new Set(together.map((result) => result.transaction)).size).toBe(1)
+    expect(together.every((result) => result.success)).toBe(true)
+    const single = await gasOf(alone.transaction)
+    const batch = await gasOf(together[0]!.transaction)
+    expect(batch / 4n).toBeLessThan(single)
+    for (const buyer of buyers) expect(await onChain(configOf(buyer.address, payToA))).toEqual({ balance: deposit, totalClaimed: price })
+    if (process.env.X402_PRINT_GAS) console.log(`claim gas: 1 voucher ${single}; 4 vouchers ${batch} (${batch / 4n} each)`)
+  })
+})
+
 describe('a crash between sending a claim and recording it', () => {
   it('is reconciled with the escrow at the next start, and the claim is not made twice', async () => {
     const payer = payers[4]!
@@ -434,19 +457,37 @@ describe('a crash between sending a claim and recording it', () => {
 
 // Last: it moves the chain's clock past the withdraw delay.
 describe("a claim racing the payer's withdrawal", () => {
-  it('refuses the claim the finished withdrawal left uncovered and claims the other rows of the batch', async () => {
-    const [leaver, stayer] = [payers[5]!, payers[1]!]
+  it('claims ahead of a pending withdrawal; refuses the claim a finished one left uncovered, claiming the other rows', async () => {
+    const [leaver, stayer, racer] = [payers[5]!, payers[1]!, payers[11]!]
     await buy(shopA, leaver, 2)
     // Paid before the clock moves: the client dates its deposit authorization by its own clock.
     await buy(shopA, stayer, 1)
+    await buy(shopA, racer, 2)
     const leaverConfig = configOf(leaver.address, payToA)
+    const racerConfig = configOf(racer.address, payToA)
     const escrow = { address: Channel.escrowAddress, abi: batchSettlementAbi } as const
-    const wallet = devnet.walletClient(leaver.privateKey)
     const wait = async (hash: Hex) => expect((await devnet.publicClient.waitForTransactionReceipt({ hash })).status).toBe('success')
-    await wait(await wallet.writeContract({ ...escrow, functionName: 'initiateWithdraw', args: [leaverConfig, deposit - price] }))
+    const withdraw = async (account: DevnetAccount, config: ReturnType<typeof configOf>, amount: bigint) =>
+      wait(
+        await devnet
+          .walletClient(account.privateKey)
+          .writeContract({ ...escrow, functionName: 'initiateWithdraw', args: [config, amount] }),
+      )
+    const finalize = async (account: DevnetAccount, config: ReturnType<typeof configOf>) =>
+      wait(await devnet.walletClient(account.privateKey).writeContract({ ...escrow, functionName: 'finalizeWithdraw', args: [config] }))
+    await withdraw(leaver, leaverConfig, deposit - price)
+    await withdraw(racer, racerConfig, deposit)
+
+    // The racer's receiver claims within the withdraw delay: the claim wins, the withdrawal gets the rest.
+    const won = await settleOverHttp({ type: 'claim', claims: [await row(racerConfig, 2n * price)] })
+    expect(won).toMatchObject({ success: true, amount: (2n * price).toString() })
     await createTestClient({ mode: 'anvil', transport: http(devnet.rpcUrl) }).increaseTime({ seconds: Channel.minWithdrawDelay })
     await devnet.mine()
-    await wait(await wallet.writeContract({ ...escrow, functionName: 'finalizeWithdraw', args: [leaverConfig] }))
+    const racerBefore = await devnet.usdcBalance(racer.address)
+    await finalize(racer, racerConfig)
+    expect(await devnet.usdcBalance(racer.address)).toBe(racerBefore + deposit - 2n * price)
+    expect(await onChain(racerConfig)).toEqual({ balance: 2n * price, totalClaimed: 2n * price })
+    await finalize(leaver, leaverConfig)
 
     const stayerConfig = configOf(stayer.address, payToA)
     const result = await settleOverHttp({ type: 'claim', claims: [await row(leaverConfig, 2n * price), await row(stayerConfig, price)] })

@@ -34,7 +34,7 @@ export function enqueueClaims(context: Context, state: NetworkState, rows: Claim
     if (queued >= context.maxClaimsPerTransaction) {
       clearTimeout(state.flushTimer)
       state.flushTimer = undefined
-      void flush(context, state)
+      next(context, state)
     } else schedule(context, state, context.claimWindowMs)
   })
 }
@@ -43,8 +43,12 @@ function schedule(context: Context, state: NetworkState, delay: number) {
   if (state.flushTimer) return
   state.flushTimer = setTimeout(() => {
     state.flushTimer = undefined
-    void flush(context, state)
+    next(context, state)
   }, delay)
+}
+
+function next(context: Context, state: NetworkState) {
+  state.flushing = state.flushing.then(() => flush(context, state)).catch(() => undefined)
 }
 
 type Call = { data: Hex; groups: ClaimGroup[]; rows: ClaimGroup['rows'] }

@@ -86,6 +86,8 @@ export type NetworkState = {
   /** Claims waiting for the next claim transaction (`claimBatch.ts`). */
   pending: import('./claimBatch.ts').ClaimGroup[]
   flushTimer: ReturnType<typeof setTimeout> | undefined
+  /** Claim transactions are built one after the other: each reads the chain as the previous one left it. */
+  flushing: Promise<void>
 }
 
 export type Context = {
@@ -120,6 +122,7 @@ export function createContext(config: BatchSettlementEvmFacilitatorConfig, charg
       sending: Promise.resolve(),
       pending: [],
       flushTimer: undefined,
+      flushing: Promise.resolve(),
     })
   }
   if (networks.size === 0) throw new ConfigError('No network is configured.')
