@@ -5,7 +5,10 @@
  * seller's own authorizer) share one transaction, sweeps and refunds land on chain, balances are exact.
  * Bad claims and refunds are refused with their reason and nothing is claimed twice, across a crash.
  */
+import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { serve } from '@hono/node-server'
 import { HTTPFacilitatorClient } from '@x402/core/server'
 import { BatchSettlementEvmScheme as ClientScheme, computeChannelId, signVoucher } from '@x402/evm/batch-settlement/client'
@@ -13,6 +16,7 @@ import { type BatchSettlementChannelManager, BatchSettlementEvmScheme as ServerS
 import { paymentMiddleware, x402ResourceServer } from '@x402/express'
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch'
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
+import { migrate, openDatabase, sqlChannelStore } from '@x402kit/facilitator'
 import express from 'express'
 import { type Abi, type Address, createTestClient, type Hex, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
@@ -41,6 +45,7 @@ let devnet: Devnet
 let authorizer: DevnetAccount
 let payers: DevnetAccount[]
 let store: BatchSettlementStore
+let pglite: { store: BatchSettlementStore; close(): Promise<unknown> }
 let scheme: BatchSettlementEvmFacilitator
 let facilitator: Facilitator
 let facilitatorUrl: string
@@ -188,7 +193,7 @@ async function settleOverHttp(
 }
 
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 13 })
+  devnet = await startDevnet({ accounts: 14 })
   ;[authorizer, ...payers] = devnet.accounts as DevnetAccount[] as [DevnetAccount, ...DevnetAccount[]]
   const escrow = await deploy(batchSettlementAbi, batchSettlementBytecode)
   await devnet.setCode(Channel.escrowAddress, (await devnet.publicClient.getCode({ address: escrow }))!)
@@ -196,6 +201,11 @@ beforeAll(async () => {
   await devnet.setCode(Channel.erc3009CollectorAddress, (await devnet.publicClient.getCode({ address: collector }))!)
 
   store = memoryBatchSettlementStore()
+  // Opened first: a connection left idle while it opens would be closed by the servers' keep-alive timeout.
+  const dir = await mkdtemp(join(tmpdir(), 'x402-channels-crash-'))
+  const db = await openDatabase({ dataDir: dir })
+  await migrate(db)
+  pglite = { store: sqlChannelStore(db), close: () => db.close().then(() => rm(dir, { recursive: true, force: true })) }
   scheme = batchSettlementEvmFacilitator({
     networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
     store,
@@ -219,6 +229,7 @@ afterAll(async () => {
   await shopA?.listening.close()
   await shopB?.listening.close()
   closeFacilitator?.()
+  await pglite?.close()
   await devnet?.stop()
 })
 
@@ -405,55 +416,62 @@ describe('claims of many channels in one transaction', () => {
   })
 })
 
-describe('a crash between sending a claim and recording it', () => {
-  it('is reconciled with the escrow at the next start, and the claim is not made twice', async () => {
-    const payer = payers[4]!
-    await buy(shopA, payer, 2)
-    const config = configOf(payer.address, payToA)
-    // The store fails the write that records the mined claim, as a process stopping right then would.
-    let crash = true
-    const crashing: BatchSettlementStore = {
-      ...store,
-      updateAction: async (id, patch) => {
-        if (crash && patch.status === 'confirmed') {
-          crash = false
-          throw new Error('stopped')
-        }
-        return store.updateAction(id, patch)
-      },
-    }
-    const first = batchSettlementEvmFacilitator({
-      networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
-      store: crashing,
-      claimWindowMs: 0,
-    })
-    const claim = { type: 'claim', claims: [await row(config, 2n * price)] }
-    const payment = {
-      payload: { x402Version: 2 as const, accepted: requirements(payToA), payload: claim },
-      requirements: requirements(payToA),
-    }
-    const lost = await first.settle(payment)
-    expect(lost.success).toBe(false)
-    expect(await onChain(config)).toEqual({ balance: deposit, totalClaimed: 2n * price })
-    const open = await store.openActions(devnet.network)
-    expect(open).toEqual([expect.objectContaining({ kind: 'claim', transaction: expect.stringMatching(/^0x/) })])
+const crashStores = [
+  { name: 'memory', payer: 4, store: () => store },
+  { name: 'PGlite', payer: 12, store: () => pglite.store },
+]
 
-    const restarted = batchSettlementEvmFacilitator({
-      networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
-      store,
-      claimWindowMs: 0,
+for (const backend of crashStores)
+  describe(`a crash between sending a claim and recording it (${backend.name} store)`, () => {
+    it('is reconciled with the escrow at the next start, and the claim is not made twice', async () => {
+      const store = backend.store()
+      const payer = payers[backend.payer]!
+      await buy(shopA, payer, 2)
+      const config = configOf(payer.address, payToA)
+      // The store fails the write that records the mined claim, as a process stopping right then would.
+      let crash = true
+      const crashing: BatchSettlementStore = {
+        ...store,
+        updateAction: async (id, patch) => {
+          if (crash && patch.status === 'confirmed') {
+            crash = false
+            throw new Error('stopped')
+          }
+          return store.updateAction(id, patch)
+        },
+      }
+      const first = batchSettlementEvmFacilitator({
+        networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
+        store: crashing,
+        claimWindowMs: 0,
+      })
+      const claim = { type: 'claim', claims: [await row(config, 2n * price)] }
+      const payment = {
+        payload: { x402Version: 2 as const, accepted: requirements(payToA), payload: claim },
+        requirements: requirements(payToA),
+      }
+      const lost = await first.settle(payment)
+      expect(lost.success).toBe(false)
+      expect(await onChain(config)).toEqual({ balance: deposit, totalClaimed: 2n * price })
+      const open = await store.openActions(devnet.network)
+      expect(open).toEqual([expect.objectContaining({ kind: 'claim', transaction: expect.stringMatching(/^0x/) })])
+
+      const restarted = batchSettlementEvmFacilitator({
+        networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
+        store,
+        claimWindowMs: 0,
+      })
+      expect(await restarted.recover()).toEqual({ reconciled: 1 })
+      expect(await store.openActions(devnet.network)).toEqual([])
+      const record = await restarted.channelRecord(computeChannelId(config, devnet.network))
+      expect(record?.actions[0]).toMatchObject({ status: 'confirmed', transaction: open[0]!.transaction })
+      const again = await restarted.settle(payment)
+      expect(again).toMatchObject({ success: false, errorReason: Reason.batchCumulativeBelowClaimed })
+      expect(await onChain(config)).toEqual({ balance: deposit, totalClaimed: 2n * price })
+      first.stop()
+      restarted.stop()
     })
-    expect(await restarted.recover()).toEqual({ reconciled: 1 })
-    expect(await store.openActions(devnet.network)).toEqual([])
-    const record = await restarted.channelRecord(computeChannelId(config, devnet.network))
-    expect(record?.actions[0]).toMatchObject({ status: 'confirmed', transaction: open[0]!.transaction })
-    const again = await restarted.settle(payment)
-    expect(again).toMatchObject({ success: false, errorReason: Reason.batchCumulativeBelowClaimed })
-    expect(await onChain(config)).toEqual({ balance: deposit, totalClaimed: 2n * price })
-    first.stop()
-    restarted.stop()
   })
-})
 
 // Last: it moves the chain's clock past the withdraw delay.
 describe("a claim racing the payer's withdrawal", () => {

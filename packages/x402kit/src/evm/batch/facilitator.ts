@@ -22,7 +22,7 @@ import { recover } from './facilitatorRecover.ts'
 import { settleRefund, verifyRefund } from './facilitatorRefund.ts'
 import type { ActionRecord, ChannelQuery, ChannelRecord } from './facilitatorStore.ts'
 import { settle } from './settle.ts'
-import { type BatchSettlementEvmFacilitatorConfig, type ClaimResult, createContext } from './state.ts'
+import { type BatchSettlementEvmFacilitatorConfig, type ClaimResult, createContext, larger, readChannel } from './state.ts'
 import { verify } from './verify.ts'
 
 export type { ActionRecord, BatchSettlementStore, ChannelQuery, ChannelRecord } from './facilitatorStore.ts'
@@ -117,8 +117,25 @@ export function batchSettlementEvmFacilitator(config: BatchSettlementEvmFacilita
     recover: () => recover(context),
     channels: (query) => context.store.listChannels(query),
     async channelRecord(channelId) {
-      const channel = await context.store.getChannel(channelId.toLowerCase() as Hex)
-      return channel && { channel, actions: await context.store.actions({ channelId: channel.id, limit: 20 }) }
+      let channel = await context.store.getChannel(channelId.toLowerCase() as Hex)
+      if (!channel) return undefined
+      const state = context.networks.get(channel.network)
+      // The escrow's figures as they are now (a payer may have withdrawn); the stored ones where the chain does not answer.
+      if (state)
+        try {
+          const read = await readChannel(state, channel.id)
+          channel = {
+            ...channel,
+            balance: read.balance,
+            claimed: larger(read.claimed, channel.claimed),
+            withdrawal: read.withdrawal,
+            withdrawRequestedAt: read.withdrawRequestedAt,
+            refundNonce: read.refundNonce,
+            updatedAt: Date.now(),
+          }
+          await context.store.putChannel(channel)
+        } catch {}
+      return { channel, actions: await context.store.actions({ channelId: channel.id, limit: 20 }) }
     },
     stop: () => clearInterval(timer),
   }
