@@ -151,7 +151,7 @@ export async function startFacilitatorService(input: ConfigInput, options: Servi
       const refused = await access.guard(request, clientAddress)
       if (refused) return refused
       if (keyed && channels && request.method === 'POST' && path.replace(/\/$/, '') === '/settle') {
-        const foreign = await channelActionRefusal(request, access.identify(request)?.payTo)
+        const foreign = await channelActionRefusal(request, access.identify(request)?.payTo, config.maxBodyBytes ?? 64 * 1024)
         if (foreign) return foreign
       }
       return handler(request)
@@ -334,9 +334,14 @@ export function claimEntries(event: import('x402kit/evm').ActionEvent): import('
  * addresses: no merchant can claim, sweep or refund (with this facilitator's authorizer key) the
  * channels of another. Other payloads pass to the facilitator untouched.
  */
-async function channelActionRefusal(request: Request, payTo: readonly string[] | undefined): Promise<Response | undefined> {
-  const text = await request.clone().text()
-  if (!text.includes('batch-settlement')) return undefined
+async function channelActionRefusal(
+  request: Request,
+  payTo: readonly string[] | undefined,
+  maxBytes: number,
+): Promise<Response | undefined> {
+  const text = await readCapped(request.clone(), maxBytes)
+  // Past the cap the facilitator refuses the body itself; without `batch-settlement` it is no channel action.
+  if (text === undefined || !text.includes('batch-settlement')) return undefined
   let payload: {
     type?: unknown
     receiver?: unknown
@@ -369,4 +374,23 @@ async function channelActionRefusal(request: Request, payTo: readonly string[] |
     }),
     { status: 403, headers: { 'content-type': 'application/problem+json' } },
   )
+}
+
+/** The body as text, or `undefined` once it passes `maxBytes`: nothing larger is held in memory. */
+async function readCapped(request: Request, maxBytes: number): Promise<string | undefined> {
+  if (!request.body) return ''
+  const reader = request.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    size += value.byteLength
+    if (size > maxBytes) {
+      await reader.cancel()
+      return undefined
+    }
+    chunks.push(value)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }

@@ -14,7 +14,7 @@ import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import { authorizes, type ClaimGroup, enqueueClaims, type GroupOutcome, type RowOutcome, simulates } from './claimBatch.ts'
 import type { ActionRecord } from './facilitatorStore.ts'
-import { type ClaimResult, type Context, locked, messageOf, type NetworkState, readChannel, send } from './state.ts'
+import { type ClaimResult, type Context, locked, messageOf, type NetworkState, readChannel, readClaimed, send } from './state.ts'
 
 /**
  * Reads each channel's balance and pending withdrawal again: a payer who started to withdraw is
@@ -197,7 +197,7 @@ export async function settleClaim(context: Context, payment: Payment): Promise<S
   const early = checked.outcomes.filter((row) => row.status === 'refused')
   if (checked.rows.length === 0) return { ...failed(early, network), extra: { claims: checked.outcomes } }
   const before = new Map<string, bigint>()
-  for (const row of checked.rows) before.set(row.channelId, (await readChannel(checked.state, row.channelId)).claimed)
+  await Promise.all(checked.rows.map(async (row) => before.set(row.channelId, await readClaimed(checked.state, row.channelId))))
   let outcome: GroupOutcome
   try {
     outcome = await enqueueClaims(context, checked.state, checked.rows, checked.payload.claimAuthorizerSignature)

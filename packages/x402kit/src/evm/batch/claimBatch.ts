@@ -11,7 +11,7 @@ import { Reason } from '../../core/Errors.ts'
 import { escrowAbi } from './abi.ts'
 import type * as Channel from './Channel.ts'
 import type { ActionRecord } from './facilitatorStore.ts'
-import { type ActionEvent, type Context, messageOf, type NetworkState, persist, readChannel, send } from './state.ts'
+import { type ActionEvent, type Context, messageOf, type NetworkState, persist, readChannel, readClaimed, send } from './state.ts'
 
 /** What became of one claim row. */
 export type RowOutcome = { channelId: Hex; totalClaimed: string; status: 'claimed' | 'refused'; reason?: string; message?: string }
@@ -137,7 +137,7 @@ async function flush(context: Context, state: NetworkState): Promise<void> {
       }
       await context.store.putAction(action)
       const before = new Map<string, bigint>()
-      for (const row of sentRows) before.set(row.channelId, (await readChannel(state, row.channelId)).claimed)
+      await Promise.all([...sentRows].map(async (row) => before.set(row.channelId, await readClaimed(state, row.channelId))))
       let sent: Awaited<ReturnType<typeof send>>
       try {
         sent = await send(state, transactionData(planned), state.escrow, (hash) =>

@@ -185,6 +185,12 @@ export async function readChannel(state: NetworkState, id: Hex) {
   return { balance, claimed, closing: withdrawal > 0n, withdrawal, withdrawRequestedAt: Number(initiatedAt), refundNonce }
 }
 
+/** The channel's claimed total as the escrow has it (one read). */
+export async function readClaimed(state: NetworkState, id: Hex): Promise<bigint> {
+  const [, claimed] = await state.client.readContract({ address: state.escrow, abi: escrowAbi, functionName: 'channels', args: [id] })
+  return claimed
+}
+
 /** The channel as the escrow has it, in the form the resource servers read (`extra` of verify and settle). */
 export function channelStateExtra(id: Hex, read: Awaited<ReturnType<typeof readChannel>>) {
   return {
