@@ -321,6 +321,21 @@ describe('bad claims and refunds', () => {
     expect(otherChain.errorReason).toBe(Reason.batchVoucherSignature)
     const unserved = await settleOverHttp({ type: 'claim', claims: [await row(config, 2n * price)] }, payToA, 'eip155:8453')
     expect(unserved).toMatchObject({ success: false, errorReason: Reason.invalidNetwork })
+    // Sent for this chain, but naming another in the payload's offer.
+    const mismatched = await fetch(`${facilitatorUrl}/settle`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        x402Version: 2,
+        paymentPayload: {
+          x402Version: 2,
+          accepted: requirements(payToA, 'eip155:8453'),
+          payload: { type: 'claim', claims: [await row(config, 2n * price)] },
+        },
+        paymentRequirements: requirements(payToA),
+      }),
+    })
+    expect(await mismatched.json()).toMatchObject({ success: false, errorReason: Reason.batchNetworkMismatch })
     expect(await onChain(config)).toEqual({ balance: deposit, totalClaimed: 0n })
   })
 

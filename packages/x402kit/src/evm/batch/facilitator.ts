@@ -83,14 +83,25 @@ export function batchSettlementEvmFacilitator(config: BatchSettlementEvmFacilita
   return {
     scheme: Channel.scheme,
     networks: [...context.networks.keys()] as Network[],
-    verify(payment) {
+    async verify(payment) {
       const type = typeOf(payment)
+      const refusal = serverAction(type) ? offerRefusal(payment) : undefined
+      if (refusal) return { isValid: false, invalidReason: refusal.reason, invalidMessage: refusal.message }
       if (type === 'claim') return verifyClaim(context, payment)
       if (type === 'refund') return verifyRefund(context, payment)
       return verify(context, payment)
     },
-    settle(payment) {
+    async settle(payment) {
       const type = typeOf(payment)
+      const refusal = serverAction(type) ? offerRefusal(payment) : undefined
+      if (refusal)
+        return {
+          success: false,
+          errorReason: refusal.reason,
+          errorMessage: refusal.message,
+          transaction: '',
+          network: payment.requirements.network,
+        }
       if (type === 'claim') return settleClaim(context, payment)
       if (type === 'settle') return settleSweep(context, payment)
       if (type === 'refund') return settleRefund(context, payment)
@@ -144,4 +155,22 @@ export function batchSettlementEvmFacilitator(config: BatchSettlementEvmFacilita
 function typeOf(payment: Parameters<SchemeFacilitator['verify']>[0]): unknown {
   const payload = payment.payload.payload as { type?: unknown } | null
   return typeof payload === 'object' && payload !== null ? payload.type : undefined
+}
+
+/** A resource server's own request (claim, sweep, refund) rather than a payment for a request. */
+function serverAction(type: unknown): boolean {
+  return type === 'claim' || type === 'settle' || type === 'refund'
+}
+
+/** The scheme and network a server's request names must be the ones it is sent for. */
+function offerRefusal(payment: Parameters<SchemeFacilitator['verify']>[0]): { reason: string; message: string } | undefined {
+  const { accepted } = payment.payload
+  if (accepted.scheme !== Channel.scheme || payment.requirements.scheme !== Channel.scheme)
+    return { reason: Reason.batchScheme, message: 'The request is not for batch-settlement.' }
+  if (accepted.network !== payment.requirements.network)
+    return {
+      reason: Reason.batchNetworkMismatch,
+      message: `The request is for ${accepted.network}, sent for ${payment.requirements.network}.`,
+    }
+  return undefined
 }
