@@ -6,17 +6,10 @@
  * (and the ledger). Instances take payments with `FOR UPDATE SKIP LOCKED`, so two never take one.
  */
 import type { Payment } from 'x402kit'
-import type {
-  Batch,
-  BatchTransaction,
-  EnqueueResult,
-  Exposure,
-  PaymentOutcome,
-  QueuedPayment,
-  SettlementQueue,
-  SettlementRecord,
-} from 'x402kit/facilitator'
+import type { Batch, BatchTransaction, EnqueueResult, Exposure, PaymentOutcome, QueuedPayment, SettlementQueue } from 'x402kit/facilitator'
 import { exposureKey } from 'x402kit/facilitator'
+import { type EnqueueInput, enqueueMany, enqueueVerified, groupMax } from './enqueue.ts'
+import { grouped } from './grouped.ts'
 import { readRecord } from './records.ts'
 import type { Queryable, Transactional } from './sql.ts'
 
@@ -117,55 +110,70 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
     return rows.length > 0
   }
 
-  return {
-    async enqueue(record: SettlementRecord, payment: Payment, { cap, only } = {}): Promise<EnqueueResult> {
-      try {
-        return await db.transaction(async (q) => {
-          const { rows } = await q.query('SELECT status, payload_hash, payer FROM payments WHERE key = $1 FOR UPDATE', [record.key])
-          const existing = rows[0]
-          if (!existing && only === 'verified') return { queued: false, absent: true }
-          if (existing && (existing.status !== 'verified' || existing.payload_hash !== (record.payloadHash ?? null)))
-            return { queued: false, existing: (await readRecord(q, record.key))! }
-          const payer = record.payer ?? (existing?.payer as string | null) ?? undefined
-          const at = new Date(record.updatedAt)
-          if (existing) {
-            if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
-              return { queued: false, cap: true }
-            await q.query(
-              `UPDATE payments SET status = 'queued', payer = $2, payment = $3::jsonb, queued_at = $4, updated_at = $4 WHERE key = $1`,
-              [record.key, payer ?? null, JSON.stringify(payment), at],
-            )
-            return { queued: true, payer }
-          }
-          // Another instance may be inserting the same payment this moment: its row wins, and is answered.
-          const inserted = await q.query(
-            `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, payment, queued_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $10, $10)
-             ON CONFLICT (key) DO NOTHING RETURNING key`,
-            [
-              record.key,
-              record.network,
-              record.scheme,
-              payer ?? null,
-              record.amount,
-              record.asset,
-              record.payTo,
-              record.payloadHash ?? null,
-              JSON.stringify(payment),
-              at,
-            ],
-          )
-          if (inserted.rows.length === 0) return { queued: false, existing: (await readRecord(q, record.key))! }
+  async function enqueueOne({ record, payment, cap, only }: EnqueueInput): Promise<EnqueueResult> {
+    try {
+      return await db.transaction(async (q) => {
+        const { rows } = await q.query('SELECT status, payload_hash, payer FROM payments WHERE key = $1 FOR UPDATE', [record.key])
+        const existing = rows[0]
+        if (!existing && only === 'verified') return { queued: false, absent: true }
+        if (existing && (existing.status !== 'verified' || existing.payload_hash !== (record.payloadHash ?? null)))
+          return { queued: false, existing: (await readRecord(q, record.key))! }
+        const payer = record.payer ?? (existing?.payer as string | null) ?? undefined
+        const at = new Date(record.updatedAt)
+        if (existing) {
           if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
-            throw capRefused
+            return { queued: false, cap: true }
+          await q.query(
+            `UPDATE payments SET status = 'queued', payer = $2, payment = $3::jsonb, queued_at = $4, updated_at = $4 WHERE key = $1`,
+            [record.key, payer ?? null, JSON.stringify(payment), at],
+          )
           return { queued: true, payer }
-        })
-      } catch (error) {
-        // Thrown to undo the insert along with everything else of the transaction.
-        if (error === capRefused) return { queued: false, cap: true }
-        throw error
+        }
+        // Another instance may be inserting the same payment this moment: its row wins, and is answered.
+        const inserted = await q.query(
+          `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, payment, queued_at, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $10, $10)
+           ON CONFLICT (key) DO NOTHING RETURNING key`,
+          [
+            record.key,
+            record.network,
+            record.scheme,
+            payer ?? null,
+            record.amount,
+            record.asset,
+            record.payTo,
+            record.payloadHash ?? null,
+            JSON.stringify(payment),
+            at,
+          ],
+        )
+        if (inserted.rows.length === 0) return { queued: false, existing: (await readRecord(q, record.key))! }
+        if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
+          throw capRefused
+        return { queued: true, payer }
+      })
+    } catch (error) {
+      // Thrown to undo the insert along with everything else of the transaction.
+      if (error === capRefused) return { queued: false, cap: true }
+      throw error
+    }
+  }
+
+  const enqueue = grouped<EnqueueInput, EnqueueResult>((inputs) => db.transaction((q) => enqueueMany(q, inputs)), {
+    max: groupMax,
+    keyOf: (input) => input.record.key,
+    async one(input) {
+      // The common case, a payment verified here a moment ago, in one statement; anything else in a transaction.
+      if (input.only === 'verified') {
+        const fast = await enqueueVerified(db, input)
+        if (fast) return fast
       }
+      return enqueueOne(input)
     },
+  })
+
+  return {
+    enqueue: (record, payment, { cap, only } = {}) => enqueue({ record, payment, cap, only }),
 
     async exposure(of) {
       const { rows } = await db.query(
