@@ -126,6 +126,25 @@ describe('exactEvmFacilitator on a devnet (automine)', () => {
     expect(receipt.gasUsed).toBeLessThan(120_000n)
   })
 
+  it('verifies concurrent payments in one read: a payer is never found to have more than the balance', async () => {
+    const payer = generatePrivateKey()
+    await devnet.mintUsdc(privateKeyToAccount(payer).address, 3n * amount)
+    // Warm: the token's domain is read once and kept, so the payments below reach the chain together.
+    expect(await facilitator.verify(await pay(payerKey, offerOn(devnet, freshAddress())))).toMatchObject({ isValid: true })
+    const payments = await Promise.all(Array.from({ length: 6 }, () => pay(payer, offerOn(devnet, freshAddress()))))
+    const verdicts = await Promise.all(payments.map((payment) => facilitator.verify(payment)))
+    // Each one alone would pass (the balance covers any single payment); together, three of six can be paid.
+    expect(verdicts.filter((verdict) => verdict.isValid)).toHaveLength(3)
+    expect(verdicts.filter((verdict) => verdict.invalidReason === 'invalid_exact_evm_insufficient_balance')).toHaveLength(3)
+    for (const payment of payments.slice(3)) expect(await facilitator.verify(payment)).toMatchObject({ isValid: true })
+    // One payment verified three times at once is read once, and valid each time (the store decides who keeps it).
+    const twice = payments[0]!
+    expect(await Promise.all([twice, twice, twice].map((payment) => facilitator.verify(payment)))).toEqual(
+      Array.from({ length: 3 }, () => ({ isValid: true, payer: privateKeyToAccount(payer).address })),
+    )
+    expect(await devnet.usdcBalance(privateKeyToAccount(payer).address)).toBe(3n * amount)
+  })
+
   it('names the settlement key and the signers', async () => {
     const payment = await pay(payerKey, offerOn(devnet, freshAddress()))
     const { from, nonce } = authorizationOf(payment)
