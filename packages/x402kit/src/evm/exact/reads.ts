@@ -27,10 +27,15 @@ export type ReadRequest = {
 
 type Pending = { request: ReadRequest; resolve(reads: Reads): void; reject(error: unknown): void }
 
-/** Payments per `eth_call`: about 60,000 gas each, far under any node's call gas cap. */
-const chunk = 100
+/**
+ * Calldata bytes per `eth_call`: a deployless call carries its calls in the creation code, which
+ * EIP-3860 caps at 49,152 bytes (Multicall3’s own code takes 5.6 KB of it). A payment takes at most
+ * 1,000 bytes and about 60,000 gas, so a call holds 40, far under any node’s call gas cap.
+ */
+const budget = 40_000
+const perPayment = 1_000
 /** Calls out at once per network; what arrives meanwhile waits for the next. */
-const inFlight = 2
+const inFlight = 4
 
 type Reader = { pending: Pending[]; running: number; scheduled: boolean }
 const readers = new WeakMap<NetworkState, Reader>()
@@ -57,7 +62,11 @@ function schedule(state: NetworkState, reader: Reader) {
   setImmediate(() => {
     reader.scheduled = false
     while (reader.running < inFlight && reader.pending.length > 0) {
-      const calls = reader.pending.splice(0, chunk)
+      let bytes = 0
+      let take = 0
+      while (take < reader.pending.length && (take === 0 || bytes + sizeOf(reader.pending[take]!.request) <= budget))
+        bytes += sizeOf(reader.pending[take++]!.request)
+      const calls = reader.pending.splice(0, take)
       reader.running++
       void send(state, calls).finally(() => {
         reader.running--
@@ -65,6 +74,12 @@ function schedule(state: NetworkState, reader: Reader) {
       })
     }
   })
+}
+
+/** About how many calldata bytes a payment's reads add to a call; a long smart-wallet signature adds its length. */
+function sizeOf(request: ReadRequest): number {
+  const signature = request.transfer?.at(-1)
+  return perPayment + (typeof signature === 'string' && request.transfer?.length === 7 ? signature.length / 2 : 0)
 }
 
 async function send(state: NetworkState, calls: Pending[]): Promise<void> {

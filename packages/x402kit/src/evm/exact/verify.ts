@@ -13,7 +13,6 @@ import {
   getAddress,
   type Hash,
   type Hex,
-  hashTypedData,
   isAddress,
   isErc6492Signature,
   parseErc6492Signature,
@@ -145,7 +144,7 @@ function checkOffline(context: Context, payment: Payment, now = Math.floor(Date.
   if (signature.length % 2 !== 0 || signature.length < 4) return fail(Reason.exactFailedToParseSignature, from)
 
   const asset = getAddress(requirements.asset)
-  const digest = hashTypedData(Eip3009.typedData({ name, version, chainId: state.chainId, verifyingContract: asset }, authorization))
+  const digest = Eip3009.digest({ name, version, chainId: state.chainId, verifyingContract: asset }, authorization)
   return { ok: true, state, payer: from, asset, authorization, digest, signature: signature as Hex }
 }
 
