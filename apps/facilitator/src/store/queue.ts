@@ -73,11 +73,27 @@ const lower = (value: string) => value.toLowerCase()
 
 const capRefused = new Error('The payer is at the cap of unsettled value.')
 
+/** Most payments an instance keeps as it queued them, for reading its batches back. */
+const knownMax = 100_000
+
 export function sqlQueue(db: Transactional, options: QueueOptions = {}): SettlementQueue {
-  async function payments(q: Queryable, where: string, params: unknown[]): Promise<QueuedPayment[]> {
+  /**
+   * Payments this instance queued and has not seen settled or failed, as written: a batch of them is
+   * read back without the payments themselves, the largest part of each row.
+   */
+  const known = new Map<string, string>()
+  const remember = (key: string, payment: Payment) => {
+    known.set(key, JSON.stringify(payment))
+    if (known.size > knownMax) known.delete(known.keys().next().value!)
+  }
+
+  async function payments(q: Queryable, where: string, params: unknown[], keys?: readonly string[]): Promise<QueuedPayment[]> {
+    const held = keys?.filter((key) => known.has(key)) ?? []
     const { rows } = await q.query(
-      `SELECT key, network, asset, pay_to, payer, amount::text AS amount, payment, attempts, queued_at FROM payments WHERE ${where}`,
-      params,
+      `SELECT key, network, asset, pay_to, payer, amount::text AS amount,
+         CASE WHEN key = ANY($${params.length + 1}::text[]) THEN NULL ELSE payment END AS payment, attempts, queued_at
+       FROM payments WHERE ${where}`,
+      [...params, held],
     )
     return rows.map((row) => ({
       key: row.key as string,
@@ -86,7 +102,7 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
       payTo: row.pay_to as string,
       payer: (row.payer as string | null) ?? undefined,
       amount: row.amount as string,
-      payment: row.payment as Payment,
+      payment: (row.payment ?? JSON.parse(known.get(row.key as string)!)) as Payment,
       attempts: Number(row.attempts),
       queuedAt: (row.queued_at as Date).getTime(),
     }))
@@ -173,7 +189,11 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
   })
 
   return {
-    enqueue: (record, payment, { cap, only } = {}) => enqueue({ record, payment, cap, only }),
+    async enqueue(record, payment, { cap, only } = {}) {
+      const result = await enqueue({ record, payment, cap, only })
+      if (result.queued) remember(record.key, payment)
+      return result
+    },
 
     async exposure(of) {
       const { rows } = await db.query(
@@ -233,7 +253,7 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
           JSON.stringify(keys),
           new Date(now),
         ])
-        return { batch, payments: await payments(q, 'batch_id = $1', [id]) }
+        return { batch, payments: await payments(q, 'batch_id = $1', [id], keys) }
       }),
 
     async addTransaction(batchId, transaction: BatchTransaction) {
@@ -306,12 +326,26 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
               settledAt: at,
             })
         }
-        // One update per exposure, in one order for every batch: batches closing at once on other signers
-        // share payers, and rows locked in the order of each batch's payments deadlock one another.
-        for (const key of [...released.keys()].sort()) {
-          const { of, amount } = released.get(key)!
-          await expose(q, of, -amount)
-        }
+        // One statement for every exposure, its rows locked in one order for every batch: batches closing at
+        // once on other signers share payers, and rows locked in the order of each batch's payments deadlock.
+        const releases = [...released.keys()].sort().map((key) => released.get(key)!)
+        if (releases.length > 0)
+          await q.query(
+            `UPDATE exposures SET unsettled = exposures.unsettled - v.d
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[]) AS v(p, t, a, d),
+               (SELECT payer, pay_to, asset FROM exposures
+                WHERE (payer, pay_to, asset) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                ORDER BY payer, pay_to, asset FOR UPDATE) locked
+             WHERE exposures.payer = v.p AND exposures.pay_to = v.t AND exposures.asset = v.a
+               AND locked.payer = v.p AND locked.pay_to = v.t AND locked.asset = v.a`,
+            [
+              releases.map(({ of }) => lower(of.payer)),
+              releases.map(({ of }) => lower(of.payTo)),
+              releases.map(({ of }) => lower(of.asset)),
+              releases.map(({ amount }) => amount.toString()),
+            ],
+          )
+        for (const outcome of final) known.delete(outcome.key)
         if (settled.length > 0 && options.ledger) await options.ledger(q, settled)
         // A payment the outcomes do not mention goes back to the queue: a closed batch would strand it.
         await q.query(
