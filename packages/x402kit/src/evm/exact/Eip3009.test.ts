@@ -1,9 +1,10 @@
 import fc from 'fast-check'
-import { hashTypedData, type Hex } from 'viem'
+import { type Hex, hashTypedData } from 'viem'
 import { describe, expect, it } from 'vitest'
 import * as Eip3009 from './Eip3009.ts'
 
-const hex = (bytes: number) => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}` as Hex)
+const hex = (bytes: number) =>
+  fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}` as Hex)
 const uint = fc.bigInt({ min: 0n, max: 2n ** 256n - 1n }).map(String)
 
 describe('Eip3009.digest', () => {
