@@ -10,7 +10,10 @@ import * as NonceManager from '../NonceManager.ts'
 import { authorizationFor, domainOf, exactEvmClient } from './client.ts'
 import * as Eip3009 from './Eip3009.ts'
 import { exactEvmFacilitator } from './facilitator.ts'
+import { readPayment } from './reads.ts'
 import { exactEvmServer } from './server.ts'
+import { createContext } from './state.ts'
+import { transferArgs } from './verify.ts'
 
 const amount = 1_000n // 0.001 USDC
 
@@ -143,6 +146,26 @@ describe('exactEvmFacilitator on a devnet (automine)', () => {
       Array.from({ length: 3 }, () => ({ isValid: true, payer: privateKeyToAccount(payer).address })),
     )
     expect(await devnet.usdcBalance(privateKeyToAccount(payer).address)).toBe(3n * amount)
+  })
+
+  it('reads one authorization asked with and without a simulated transfer at once in separate calls', async () => {
+    const state = createContext({ networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [] } } }).networks.get(devnet.network)!
+    const payment = await pay(payerKey, offerOn(devnet, freshAddress()))
+    const { authorization, signature } = payment.payload.payload as Eip3009.Payload
+    const eoa = {
+      kind: 'eoa',
+      r: `0x${signature.slice(2, 66)}`,
+      s: `0x${signature.slice(66, 130)}`,
+      v: Number.parseInt(signature.slice(130), 16),
+    } as const
+    const request = { asset: devnet.usdc, from: authorizationOf(payment).from as Address, authorization }
+    // Asked in one tick: in one call, the plain read would come after the simulated transfer and find the nonce used.
+    const [simulated, plain] = await Promise.all([
+      readPayment(state, { ...request, transfer: transferArgs(authorization, eoa as never) }),
+      readPayment(state, { ...request, transfer: undefined }),
+    ])
+    expect(simulated).toMatchObject({ used: { ok: true, value: false }, simulation: { ok: true } })
+    expect(plain).toMatchObject({ used: { ok: true, value: false }, simulation: undefined })
   })
 
   it('names the settlement key and the signers', async () => {

@@ -62,11 +62,24 @@ function schedule(state: NetworkState, reader: Reader) {
   setImmediate(() => {
     reader.scheduled = false
     while (reader.running < inFlight && reader.pending.length > 0) {
+      const calls: Pending[] = []
+      const later: Pending[] = []
+      // An authorization read two ways at once (one simulated, one not: a verification beside a
+      // settlement's check) goes in separate calls, so that no read sees the other's simulated transfer.
+      const ways = new Map<string, string>()
       let bytes = 0
-      let take = 0
-      while (take < reader.pending.length && (take === 0 || bytes + sizeOf(reader.pending[take]!.request) <= budget))
-        bytes += sizeOf(reader.pending[take++]!.request)
-      const calls = reader.pending.splice(0, take)
+      for (const call of reader.pending) {
+        const size = sizeOf(call.request)
+        const { authorization, way } = keysOf(call.request)
+        const seen = ways.get(authorization)
+        if ((calls.length > 0 && bytes + size > budget) || (seen !== undefined && seen !== way)) later.push(call)
+        else {
+          ways.set(authorization, way)
+          bytes += size
+          calls.push(call)
+        }
+      }
+      reader.pending = later
       reader.running++
       void send(state, calls).finally(() => {
         reader.running--
@@ -74,6 +87,12 @@ function schedule(state: NetworkState, reader: Reader) {
       })
     }
   })
+}
+
+/** The authorization a request reads, and the exact reads it asks for (the same for a repeated request). */
+function keysOf({ asset, from, authorization, transfer }: ReadRequest) {
+  const of = `${asset} ${from} ${authorization.nonce}`.toLowerCase()
+  return { authorization: of, way: `${of} ${transfer ? transfer.map(String).join(' ').toLowerCase() : '-'}` }
 }
 
 /** About how many calldata bytes a payment's reads add to a call; a long smart-wallet signature adds its length. */
@@ -86,8 +105,7 @@ async function send(state: NetworkState, calls: Pending[]): Promise<void> {
   // The same transfer asked twice (two verifications of one payment) is read once, and answered to both.
   const distinct = new Map<string, Pending[]>()
   for (const call of calls) {
-    const { asset, from, authorization, transfer } = call.request
-    const key = `${asset} ${from} ${authorization.nonce} ${transfer ? transfer.map(String).join(' ') : '-'}`.toLowerCase()
+    const key = keysOf(call.request).way
     const same = distinct.get(key)
     if (same) same.push(call)
     else distinct.set(key, [call])
