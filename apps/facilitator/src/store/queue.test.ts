@@ -231,6 +231,60 @@ for (const backend of backends.filter((b) => b.enabled))
         expect(results.filter((result) => result.queued)).toHaveLength(5)
         expect(await exposure()).toBe(5_000n)
       })
+
+      it('answers many concurrent calls (queued together in one transaction) as if each ran alone', async () => {
+        for (let i = 0; i < 10; i++) {
+          const verified = record(`verified-${i}`, { status: 'verified' })
+          expect(await one.reserve(verified.key, verified)).toBeUndefined()
+        }
+        const other = record('other-payload', { status: 'verified' })
+        await one.reserve(other.key, other)
+        const calls: { name: string; run: () => Promise<Awaited<ReturnType<Store['enqueue']>>> }[] = []
+        for (let i = 0; i < 10; i++) {
+          const name = `verified-${i}`
+          // The same verified payment three times, from both instances: it is queued once.
+          for (const store of [one, two, one])
+            calls.push({
+              name,
+              run: () => store.enqueue({ ...record(name), payer: undefined }, payment(name), { cap: 25_000n, only: 'verified' }),
+            })
+        }
+        for (let i = 0; i < 30; i++) {
+          const name = `fresh-${i}`
+          // Fresh payments twice each: once queued, once answered with the queued record.
+          for (const store of [two, one]) calls.push({ name, run: () => store.enqueue(record(name), payment(name), { cap: 25_000n }) })
+        }
+        calls.push({ name: 'unknown', run: () => one.enqueue(record('unknown'), payment('unknown'), { only: 'verified' }) })
+        calls.push({
+          name: 'other-payload',
+          run: () => one.enqueue(record('other-payload', { payloadHash: 'another' }), payment('other-payload')),
+        })
+        const results = await Promise.all(calls.map((call) => call.run()))
+
+        const queuedNames = calls.filter((_, i) => results[i]!.queued).map((call) => call.name)
+        expect(new Set(queuedNames).size).toBe(queuedNames.length)
+        // The cap holds over the whole group: 25 payments of 1,000 at most, and exactly that many here.
+        expect(queuedNames).toHaveLength(25)
+        expect(await exposure()).toBe(25_000n)
+        expect((await two.stats(network)).depth).toBe(25)
+        for (const [i, call] of calls.entries()) {
+          const result = results[i]!
+          const stored = await two.get(`${network}:${call.name}`)
+          if (call.name === 'unknown') expect(result).toEqual({ queued: false, absent: true })
+          else if (call.name === 'other-payload')
+            expect(result).toEqual({ queued: false, existing: expect.objectContaining({ status: 'verified' }) })
+          else if (result.queued) expect(stored).toMatchObject({ status: 'queued', payer })
+          else if ('existing' in result) expect(result.existing).toMatchObject({ key: `${network}:${call.name}`, status: 'queued' })
+          else {
+            // Refused by the cap: unless another call queued it, a fresh payment left no row, a verified one stays verified.
+            expect(result).toEqual({ queued: false, cap: true })
+            if (queuedNames.includes(call.name)) expect(stored).toMatchObject({ status: 'queued' })
+            else if (call.name.startsWith('fresh')) expect(stored).toBeUndefined()
+            else expect(stored).toMatchObject({ status: 'verified' })
+          }
+        }
+        expect(await two.get(`${network}:unknown`)).toBeUndefined()
+      })
     })
 
     describe('signer leases', () => {

@@ -6,17 +6,10 @@
  * (and the ledger). Instances take payments with `FOR UPDATE SKIP LOCKED`, so two never take one.
  */
 import type { Payment } from 'x402kit'
-import type {
-  Batch,
-  BatchTransaction,
-  EnqueueResult,
-  Exposure,
-  PaymentOutcome,
-  QueuedPayment,
-  SettlementQueue,
-  SettlementRecord,
-} from 'x402kit/facilitator'
+import type { Batch, BatchTransaction, EnqueueResult, Exposure, PaymentOutcome, QueuedPayment, SettlementQueue } from 'x402kit/facilitator'
 import { exposureKey } from 'x402kit/facilitator'
+import { type EnqueueInput, enqueueMany, enqueueVerified, groupMax } from './enqueue.ts'
+import { grouped } from './grouped.ts'
 import { readRecord } from './records.ts'
 import type { Queryable, Transactional } from './sql.ts'
 
@@ -80,11 +73,27 @@ const lower = (value: string) => value.toLowerCase()
 
 const capRefused = new Error('The payer is at the cap of unsettled value.')
 
+/** Most payments an instance keeps as it queued them, for reading its batches back. */
+const knownMax = 100_000
+
 export function sqlQueue(db: Transactional, options: QueueOptions = {}): SettlementQueue {
-  async function payments(q: Queryable, where: string, params: unknown[]): Promise<QueuedPayment[]> {
+  /**
+   * Payments this instance queued and has not seen settled or failed, as written: a batch of them is
+   * read back without the payments themselves, the largest part of each row.
+   */
+  const known = new Map<string, string>()
+  const remember = (key: string, payment: Payment) => {
+    known.set(key, JSON.stringify(payment))
+    if (known.size > knownMax) known.delete(known.keys().next().value!)
+  }
+
+  async function payments(q: Queryable, where: string, params: unknown[], keys?: readonly string[]): Promise<QueuedPayment[]> {
+    const held = keys?.filter((key) => known.has(key)) ?? []
     const { rows } = await q.query(
-      `SELECT key, network, asset, pay_to, payer, amount::text AS amount, payment, attempts, queued_at FROM payments WHERE ${where}`,
-      params,
+      `SELECT key, network, asset, pay_to, payer, amount::text AS amount,
+         CASE WHEN key = ANY($${params.length + 1}::text[]) THEN NULL ELSE payment END AS payment, attempts, queued_at
+       FROM payments WHERE ${where}`,
+      [...params, held],
     )
     return rows.map((row) => ({
       key: row.key as string,
@@ -93,7 +102,7 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
       payTo: row.pay_to as string,
       payer: (row.payer as string | null) ?? undefined,
       amount: row.amount as string,
-      payment: row.payment as Payment,
+      payment: (row.payment ?? JSON.parse(known.get(row.key as string)!)) as Payment,
       attempts: Number(row.attempts),
       queuedAt: (row.queued_at as Date).getTime(),
     }))
@@ -117,54 +126,73 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
     return rows.length > 0
   }
 
-  return {
-    async enqueue(record: SettlementRecord, payment: Payment, { cap, only } = {}): Promise<EnqueueResult> {
-      try {
-        return await db.transaction(async (q) => {
-          const { rows } = await q.query('SELECT status, payload_hash, payer FROM payments WHERE key = $1 FOR UPDATE', [record.key])
-          const existing = rows[0]
-          if (!existing && only === 'verified') return { queued: false, absent: true }
-          if (existing && (existing.status !== 'verified' || existing.payload_hash !== (record.payloadHash ?? null)))
-            return { queued: false, existing: (await readRecord(q, record.key))! }
-          const payer = record.payer ?? (existing?.payer as string | null) ?? undefined
-          const at = new Date(record.updatedAt)
-          if (existing) {
-            if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
-              return { queued: false, cap: true }
-            await q.query(
-              `UPDATE payments SET status = 'queued', payer = $2, payment = $3::jsonb, queued_at = $4, updated_at = $4 WHERE key = $1`,
-              [record.key, payer ?? null, JSON.stringify(payment), at],
-            )
-            return { queued: true, payer }
-          }
-          // Another instance may be inserting the same payment this moment: its row wins, and is answered.
-          const inserted = await q.query(
-            `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, payment, queued_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $10, $10)
-             ON CONFLICT (key) DO NOTHING RETURNING key`,
-            [
-              record.key,
-              record.network,
-              record.scheme,
-              payer ?? null,
-              record.amount,
-              record.asset,
-              record.payTo,
-              record.payloadHash ?? null,
-              JSON.stringify(payment),
-              at,
-            ],
-          )
-          if (inserted.rows.length === 0) return { queued: false, existing: (await readRecord(q, record.key))! }
+  async function enqueueOne({ record, payment, cap, only }: EnqueueInput): Promise<EnqueueResult> {
+    try {
+      return await db.transaction(async (q) => {
+        const { rows } = await q.query('SELECT status, payload_hash, payer FROM payments WHERE key = $1 FOR UPDATE', [record.key])
+        const existing = rows[0]
+        if (!existing && only === 'verified') return { queued: false, absent: true }
+        if (existing && (existing.status !== 'verified' || existing.payload_hash !== (record.payloadHash ?? null)))
+          return { queued: false, existing: (await readRecord(q, record.key))! }
+        const payer = record.payer ?? (existing?.payer as string | null) ?? undefined
+        const at = new Date(record.updatedAt)
+        if (existing) {
           if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
-            throw capRefused
+            return { queued: false, cap: true }
+          await q.query(
+            `UPDATE payments SET status = 'queued', payer = $2, payment = $3::jsonb, queued_at = $4, updated_at = $4 WHERE key = $1`,
+            [record.key, payer ?? null, JSON.stringify(payment), at],
+          )
           return { queued: true, payer }
-        })
-      } catch (error) {
-        // Thrown to undo the insert along with everything else of the transaction.
-        if (error === capRefused) return { queued: false, cap: true }
-        throw error
+        }
+        // Another instance may be inserting the same payment this moment: its row wins, and is answered.
+        const inserted = await q.query(
+          `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, payment, queued_at, created_at, updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9::jsonb, $10, $10, $10)
+           ON CONFLICT (key) DO NOTHING RETURNING key`,
+          [
+            record.key,
+            record.network,
+            record.scheme,
+            payer ?? null,
+            record.amount,
+            record.asset,
+            record.payTo,
+            record.payloadHash ?? null,
+            JSON.stringify(payment),
+            at,
+          ],
+        )
+        if (inserted.rows.length === 0) return { queued: false, existing: (await readRecord(q, record.key))! }
+        if (payer !== undefined && !(await expose(q, { payer, payTo: record.payTo, asset: record.asset }, BigInt(record.amount), cap)))
+          throw capRefused
+        return { queued: true, payer }
+      })
+    } catch (error) {
+      // Thrown to undo the insert along with everything else of the transaction.
+      if (error === capRefused) return { queued: false, cap: true }
+      throw error
+    }
+  }
+
+  const enqueue = grouped<EnqueueInput, EnqueueResult>((inputs) => db.transaction((q) => enqueueMany(q, inputs)), {
+    max: groupMax,
+    keyOf: (input) => input.record.key,
+    async one(input) {
+      // The common case, a payment verified here a moment ago, in one statement; anything else in a transaction.
+      if (input.only === 'verified') {
+        const fast = await enqueueVerified(db, input)
+        if (fast) return fast
       }
+      return enqueueOne(input)
+    },
+  })
+
+  return {
+    async enqueue(record, payment, { cap, only } = {}) {
+      const result = await enqueue({ record, payment, cap, only })
+      if (result.queued) remember(record.key, payment)
+      return result
     },
 
     async exposure(of) {
@@ -225,7 +253,7 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
           JSON.stringify(keys),
           new Date(now),
         ])
-        return { batch, payments: await payments(q, 'batch_id = $1', [id]) }
+        return { batch, payments: await payments(q, 'batch_id = $1', [id], keys) }
       }),
 
     async addTransaction(batchId, transaction: BatchTransaction) {
@@ -298,12 +326,26 @@ export function sqlQueue(db: Transactional, options: QueueOptions = {}): Settlem
               settledAt: at,
             })
         }
-        // One update per exposure, in one order for every batch: batches closing at once on other signers
-        // share payers, and rows locked in the order of each batch's payments deadlock one another.
-        for (const key of [...released.keys()].sort()) {
-          const { of, amount } = released.get(key)!
-          await expose(q, of, -amount)
-        }
+        // One statement for every exposure, its rows locked in one order for every batch: batches closing at
+        // once on other signers share payers, and rows locked in the order of each batch's payments deadlock.
+        const releases = [...released.keys()].sort().map((key) => released.get(key)!)
+        if (releases.length > 0)
+          await q.query(
+            `UPDATE exposures SET unsettled = exposures.unsettled - v.d
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[]) AS v(p, t, a, d),
+               (SELECT payer, pay_to, asset FROM exposures
+                WHERE (payer, pay_to, asset) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+                ORDER BY payer, pay_to, asset FOR UPDATE) locked
+             WHERE exposures.payer = v.p AND exposures.pay_to = v.t AND exposures.asset = v.a
+               AND locked.payer = v.p AND locked.pay_to = v.t AND locked.asset = v.a`,
+            [
+              releases.map(({ of }) => lower(of.payer)),
+              releases.map(({ of }) => lower(of.payTo)),
+              releases.map(({ of }) => lower(of.asset)),
+              releases.map(({ amount }) => amount.toString()),
+            ],
+          )
+        for (const outcome of final) known.delete(outcome.key)
         if (settled.length > 0 && options.ledger) await options.ledger(q, settled)
         // A payment the outcomes do not mention goes back to the queue: a closed batch would strand it.
         await q.query(

@@ -94,6 +94,32 @@ for (const backend of backends.filter((b) => b.enabled))
       expect(results.filter((result) => result?.key === key('race'))).toHaveLength(19)
     })
 
+    it('reserves and reads concurrent calls together, each key won once, with every field as written', async () => {
+      const stores = [sqlStore(one), sqlStore(two)]
+      const names = Array.from({ length: 40 }, (_, i) => `group-${i}`)
+      const written = (name: string, i: number) =>
+        record(name, {
+          createdAt: 1_700_000_000_000 + i,
+          updatedAt: 1_700_000_000_500 + i,
+          payloadHash: `hash-${i}`,
+          result: { success: true } as never,
+        })
+      // Each key three times, across both instances, all at once.
+      const calls = names.flatMap((name, i) =>
+        [0, 1, 2].map((n) => ({ name, i, run: () => stores[n % 2]!.reserve(key(name), written(name, i)) })),
+      )
+      const results = await Promise.all(calls.map((call) => call.run()))
+      for (const name of names) {
+        const answers = results.filter((_, index) => calls[index]!.name === name)
+        expect(answers.filter((answer) => answer === undefined)).toHaveLength(1)
+        for (const answer of answers) if (answer) expect(answer).toMatchObject({ key: key(name), status: 'verified' })
+      }
+      const read = await Promise.all([...names, 'group-missing'].map((name) => stores[1]!.get(key(name))))
+      expect(read.at(-1)).toBeUndefined()
+      for (const [i, name] of names.entries())
+        expect(read[i]).toEqual({ ...written(name, i), transaction: undefined, errorReason: undefined })
+    })
+
     it('updates only where the condition holds, and keeps what the patch leaves out', async () => {
       const store = sqlStore(one)
       await store.reserve(key('u'), record('u'))

@@ -5,10 +5,12 @@
  * `UPDATE … WHERE`, which PostgreSQL re-checks on the latest row version under concurrent writers.
  */
 import { BaseError } from 'x402kit'
-import type { SettlementCondition, SettlementPatch, SettlementQueue, SettlementStore } from 'x402kit/facilitator'
+import type { SettlementCondition, SettlementPatch, SettlementQueue, SettlementRecord, SettlementStore } from 'x402kit/facilitator'
 import { ledgerMigration } from '../ledger/ledger.ts'
 import { denyListMigration } from '../risk/denyList.ts'
 import { channelsMigration } from './channels.ts'
+import { groupMax } from './enqueue.ts'
+import { grouped } from './grouped.ts'
 import { credentialKeysMigration } from './keys.ts'
 import { type QueueOptions, queueMigration, sqlQueue } from './queue.ts'
 import { columns, readRecord, toRecord } from './records.ts'
@@ -112,7 +114,88 @@ const fields = {
  * ```
  */
 export function sqlStore(db: Transactional, options: QueueOptions = {}): SettlementStore & SettlementQueue {
-  const get = (key: string) => readRecord(db, key)
+  // Reads and reservations of concurrent requests go to the database together (`grouped.ts`).
+  const get = grouped<string, SettlementRecord | undefined>(
+    async (keys) => {
+      const { rows } = await db.query(`SELECT ${columns} FROM payments WHERE key = ANY($1::text[])`, [keys])
+      const byKey = new Map(rows.map((row) => [row.key as string, toRecord(row)]))
+      return keys.map((key) => byKey.get(key))
+    },
+    { max: groupMax, keyOf: (key) => key, one: (key) => readRecord(db, key) },
+  )
+
+  async function reserveOne({ key, record }: { key: string; record: SettlementRecord }): Promise<SettlementRecord | undefined> {
+    const inserted = await db.query(
+      `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, "transaction", error_reason, result, created_at, updated_at)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14)
+       ON CONFLICT (key) DO NOTHING RETURNING key`,
+      [
+        key,
+        record.network,
+        record.scheme,
+        record.payer ?? null,
+        record.amount,
+        record.asset,
+        record.payTo,
+        record.payloadHash ?? null,
+        record.status,
+        record.transaction ?? null,
+        record.errorReason ?? null,
+        record.result === undefined ? null : JSON.stringify(record.result),
+        new Date(record.createdAt),
+        new Date(record.updatedAt),
+      ],
+    )
+    if (inserted.rows.length > 0) return undefined
+    const existing = await readRecord(db, key)
+    if (!existing) throw new BaseError(`The payment record ${key} could neither be inserted nor read.`, { code: 'store_unavailable' })
+    return existing
+  }
+
+  const reserve = grouped<{ key: string; record: SettlementRecord }, SettlementRecord | undefined>(
+    (inputs) =>
+      // One transaction, so that a group that fails half-way leaves nothing behind for its calls' retries to trip on.
+      db.transaction(async (q) => {
+        const inserted = await q.query(
+          `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, "transaction", error_reason, result, created_at, updated_at)
+           SELECT k, n, s, p, m::numeric, a, t, h, st, tx, r, j::jsonb, c, u
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+             $11::text[], $12::text[], $13::timestamptz[], $14::timestamptz[]) AS v(k, n, s, p, m, a, t, h, st, tx, r, j, c, u)
+           ORDER BY k
+           ON CONFLICT (key) DO NOTHING RETURNING key`,
+          [
+            inputs.map(({ key }) => key),
+            inputs.map(({ record }) => record.network),
+            inputs.map(({ record }) => record.scheme),
+            inputs.map(({ record }) => record.payer ?? null),
+            inputs.map(({ record }) => record.amount),
+            inputs.map(({ record }) => record.asset),
+            inputs.map(({ record }) => record.payTo),
+            inputs.map(({ record }) => record.payloadHash ?? null),
+            inputs.map(({ record }) => record.status),
+            inputs.map(({ record }) => record.transaction ?? null),
+            inputs.map(({ record }) => record.errorReason ?? null),
+            inputs.map(({ record }) => (record.result === undefined ? null : JSON.stringify(record.result))),
+            inputs.map(({ record }) => new Date(record.createdAt).toISOString()),
+            inputs.map(({ record }) => new Date(record.updatedAt).toISOString()),
+          ],
+        )
+        const won = new Set(inserted.rows.map((row) => row.key as string))
+        const lost = inputs.filter(({ key }) => !won.has(key)).map(({ key }) => key)
+        const existing = new Map<string, SettlementRecord>()
+        if (lost.length > 0) {
+          const { rows } = await q.query(`SELECT ${columns} FROM payments WHERE key = ANY($1::text[])`, [lost])
+          for (const row of rows) existing.set(row.key as string, toRecord(row))
+        }
+        return inputs.map(({ key }) => {
+          if (won.has(key)) return undefined
+          const record = existing.get(key)
+          if (!record) throw new BaseError(`The payment record ${key} could neither be inserted nor read.`, { code: 'store_unavailable' })
+          return record
+        })
+      }),
+    { max: groupMax, keyOf: ({ key }) => key, one: reserveOne },
+  )
 
   return {
     ...sqlQueue(db, options),
@@ -125,33 +208,7 @@ export function sqlStore(db: Transactional, options: QueueOptions = {}): Settlem
       return rows.map(toRecord)
     },
 
-    async reserve(key, record) {
-      const inserted = await db.query(
-        `INSERT INTO payments (key, network, scheme, payer, amount, asset, pay_to, payload_hash, status, "transaction", error_reason, result, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14)
-         ON CONFLICT (key) DO NOTHING RETURNING key`,
-        [
-          key,
-          record.network,
-          record.scheme,
-          record.payer ?? null,
-          record.amount,
-          record.asset,
-          record.payTo,
-          record.payloadHash ?? null,
-          record.status,
-          record.transaction ?? null,
-          record.errorReason ?? null,
-          record.result === undefined ? null : JSON.stringify(record.result),
-          new Date(record.createdAt),
-          new Date(record.updatedAt),
-        ],
-      )
-      if (inserted.rows.length > 0) return undefined
-      const existing = await get(key)
-      if (!existing) throw new BaseError(`The payment record ${key} could neither be inserted nor read.`, { code: 'store_unavailable' })
-      return existing
-    },
+    reserve: (key, record) => reserve({ key, record }),
 
     async update(key, patch, when) {
       const params: unknown[] = [key]

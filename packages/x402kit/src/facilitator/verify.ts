@@ -23,20 +23,26 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
     return invalid(Reason.unexpectedVerifyError)
   }
 
-  // A taken key is refused before any chain work; the reservation below is what decides a race.
+  // A taken key is refused whatever the scheme says; the reservation below is what decides a race. The
+  // store is read while the scheme checks, so the lookup adds nothing to an honest payment's wait.
+  const checking = Promise.resolve()
+    .then(() => scheme.verify(payment))
+    .then(
+      (result) => ({ result }),
+      (error: unknown) => ({ error }),
+    )
   if (key !== undefined) {
     const existing = await context.store.get(key)
     if (existing && !expired(context, existing))
       return invalid(scheme.alreadyUsedReason ?? alreadyUsed.reason, alreadyUsed.message, existing.payer)
   }
 
-  let result: VerifyResponse
-  try {
-    result = await scheme.verify(payment)
-  } catch (error) {
-    context.onError(error, { operation: 'verify', ...(key !== undefined && { key }) })
+  const checked = await checking
+  if ('error' in checked) {
+    context.onError(checked.error, { operation: 'verify', ...(key !== undefined && { key }) })
     return invalid(Reason.unexpectedVerifyError)
   }
+  const result: VerifyResponse = checked.result
   // Only a valid payment reserves its key: an invalid one (say, a forged signature over someone
   // else's nonce) must not be able to block the real payer.
   if (!result.isValid) return result

@@ -10,7 +10,10 @@ import * as NonceManager from '../NonceManager.ts'
 import { authorizationFor, domainOf, exactEvmClient } from './client.ts'
 import * as Eip3009 from './Eip3009.ts'
 import { exactEvmFacilitator } from './facilitator.ts'
+import { readPayment } from './reads.ts'
 import { exactEvmServer } from './server.ts'
+import { createContext } from './state.ts'
+import { transferArgs } from './verify.ts'
 
 const amount = 1_000n // 0.001 USDC
 
@@ -124,6 +127,45 @@ describe('exactEvmFacilitator on a devnet (automine)', () => {
     expect(receipt.status).toBe('success')
     expect(receipt.from.toLowerCase()).toBe(signer.toLowerCase())
     expect(receipt.gasUsed).toBeLessThan(120_000n)
+  })
+
+  it('verifies concurrent payments in one read: a payer is never found to have more than the balance', async () => {
+    const payer = generatePrivateKey()
+    await devnet.mintUsdc(privateKeyToAccount(payer).address, 3n * amount)
+    // Warm: the token's domain is read once and kept, so the payments below reach the chain together.
+    expect(await facilitator.verify(await pay(payerKey, offerOn(devnet, freshAddress())))).toMatchObject({ isValid: true })
+    const payments = await Promise.all(Array.from({ length: 6 }, () => pay(payer, offerOn(devnet, freshAddress()))))
+    const verdicts = await Promise.all(payments.map((payment) => facilitator.verify(payment)))
+    // Each one alone would pass (the balance covers any single payment); together, three of six can be paid.
+    expect(verdicts.filter((verdict) => verdict.isValid)).toHaveLength(3)
+    expect(verdicts.filter((verdict) => verdict.invalidReason === 'invalid_exact_evm_insufficient_balance')).toHaveLength(3)
+    for (const payment of payments.slice(3)) expect(await facilitator.verify(payment)).toMatchObject({ isValid: true })
+    // One payment verified three times at once is read once, and valid each time (the store decides who keeps it).
+    const twice = payments[0]!
+    expect(await Promise.all([twice, twice, twice].map((payment) => facilitator.verify(payment)))).toEqual(
+      Array.from({ length: 3 }, () => ({ isValid: true, payer: privateKeyToAccount(payer).address })),
+    )
+    expect(await devnet.usdcBalance(privateKeyToAccount(payer).address)).toBe(3n * amount)
+  })
+
+  it('reads one authorization asked with and without a simulated transfer at once in separate calls', async () => {
+    const state = createContext({ networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [] } } }).networks.get(devnet.network)!
+    const payment = await pay(payerKey, offerOn(devnet, freshAddress()))
+    const { authorization, signature } = payment.payload.payload as Eip3009.Payload
+    const eoa = {
+      kind: 'eoa',
+      r: `0x${signature.slice(2, 66)}`,
+      s: `0x${signature.slice(66, 130)}`,
+      v: Number.parseInt(signature.slice(130), 16),
+    } as const
+    const request = { asset: devnet.usdc, from: authorizationOf(payment).from as Address, authorization }
+    // Asked in one tick: in one call, the plain read would come after the simulated transfer and find the nonce used.
+    const [simulated, plain] = await Promise.all([
+      readPayment(state, { ...request, transfer: transferArgs(authorization, eoa as never) }),
+      readPayment(state, { ...request, transfer: undefined }),
+    ])
+    expect(simulated).toMatchObject({ used: { ok: true, value: false }, simulation: { ok: true } })
+    expect(plain).toMatchObject({ used: { ok: true, value: false }, simulation: undefined })
   })
 
   it('names the settlement key and the signers', async () => {

@@ -9,12 +9,10 @@
 import {
   type Address,
   ContractFunctionRevertedError,
-  ContractFunctionZeroDataError,
   encodeFunctionData,
   getAddress,
   type Hash,
   type Hex,
-  hashTypedData,
   isAddress,
   isErc6492Signature,
   parseErc6492Signature,
@@ -27,6 +25,7 @@ import { type Failure, fail, messageOf, verifyResponse } from '../Outcome.ts'
 import { recoverAddress } from '../recover.ts'
 import { eip3009Abi, erc1271Abi, erc1271MagicValue } from './abi.ts'
 import * as Eip3009 from './Eip3009.ts'
+import { isRevert, readPayment } from './reads.ts'
 import { type Context, checkChain, type NetworkState, type TokenInfo } from './state.ts'
 
 const maxUint256 = 2n ** 256n - 1n
@@ -88,17 +87,21 @@ export function settlementKey(payment: Payment): string | undefined {
 
 /** The calldata of `transferWithAuthorization` for a verified payment. */
 export function transferData(authorization: Eip3009.Authorization, signature: Signature): Hex {
+  return encodeFunctionData({
+    abi: eip3009Abi,
+    functionName: 'transferWithAuthorization',
+    args: transferArgs(authorization, signature) as never,
+  })
+}
+
+/** The arguments of `transferWithAuthorization` for a verified payment. */
+export function transferArgs(authorization: Eip3009.Authorization, signature: Signature) {
   const { from, to, value, validAfter, validBefore, nonce } = authorization
   const head = [getAddress(from), getAddress(to), BigInt(value), BigInt(validAfter), BigInt(validBefore), nonce as Hash] as const
   // 65-byte signatures of a plain key go through the (v, r, s) overload, which every EIP-3009 token
   // has; only FiatToken 2.2 and later have the `bytes` overload that smart-wallet signatures need.
-  if (signature.kind === 'eoa')
-    return encodeFunctionData({
-      abi: eip3009Abi,
-      functionName: 'transferWithAuthorization',
-      args: [...head, signature.v, signature.r, signature.s],
-    })
-  return encodeFunctionData({ abi: eip3009Abi, functionName: 'transferWithAuthorization', args: [...head, signature.bytes] })
+  if (signature.kind === 'eoa') return [...head, signature.v, signature.r, signature.s] as const
+  return [...head, signature.bytes] as const
 }
 
 type Offline =
@@ -141,7 +144,7 @@ function checkOffline(context: Context, payment: Payment, now = Math.floor(Date.
   if (signature.length % 2 !== 0 || signature.length < 4) return fail(Reason.exactFailedToParseSignature, from)
 
   const asset = getAddress(requirements.asset)
-  const digest = hashTypedData(Eip3009.typedData({ name, version, chainId: state.chainId, verifyingContract: asset }, authorization))
+  const digest = Eip3009.digest({ name, version, chainId: state.chainId, verifyingContract: asset }, authorization)
   return { ok: true, state, payer: from, asset, authorization, digest, signature: signature as Hex }
 }
 
@@ -196,19 +199,14 @@ async function checkOnChain(
 ): Promise<Failure | undefined> {
   const { asset, authorization, signature } = input
   const from = getAddress(authorization.from)
-  const nonce = authorization.nonce as Hash
   const { name, version } = input.payment.requirements.extra as { name: string; version: string }
   await checkChain(state)
   // A counterfactual wallet cannot be simulated before its deployment; its signature was checked
   // through the ERC-6492 validator instead.
   const simulate = input.simulate && input.signature.kind !== 'counterfactual'
-  const [token, used, balance, simulation] = await Promise.all([
+  const [token, { used, balance, simulation }] = await Promise.all([
     tokenInfo(state, asset),
-    settled(state.client.readContract({ address: asset, abi: eip3009Abi, functionName: 'authorizationState', args: [from, nonce] })),
-    settled(state.client.readContract({ address: asset, abi: eip3009Abi, functionName: 'balanceOf', args: [from] })),
-    simulate
-      ? settled(state.client.call({ account: state.signers[0]?.account.address, to: asset, data: transferData(authorization, signature) }))
-      : undefined,
+    readPayment(state, { asset, from, authorization, transfer: simulate ? transferArgs(authorization, signature) : undefined }),
   ])
   if (!token.deployed) return fail(Reason.assetNotDeployedContract, undefined, `No contract at ${asset}.`)
   if (!used.ok) return fail(Reason.exactEip3009NotSupported, undefined, 'The token has no authorizationState (EIP-3009).')
@@ -263,18 +261,6 @@ export async function settled<T>(promise: Promise<T>): Promise<{ ok: true; value
     if (isRevert(error)) return { ok: false, error }
     throw error
   }
-}
-
-function isRevert(error: unknown): boolean {
-  if (!(error instanceof ViemBaseError)) return false
-  return Boolean(
-    error.walk(
-      (e) =>
-        e instanceof ContractFunctionRevertedError ||
-        e instanceof ContractFunctionZeroDataError ||
-        (e instanceof ViemBaseError && e.name === 'ExecutionRevertedError'),
-    ),
-  )
 }
 
 export function revertReason(error: unknown): string {

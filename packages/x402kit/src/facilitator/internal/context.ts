@@ -76,9 +76,23 @@ export function sameOffer(record: Pick<SettlementRecord, 'scheme' | 'network' | 
   )
 }
 
-/** A digest of the scheme payload, over its JSON with keys in a fixed order. */
+/** Digests already taken, by payload object: one request asks for its payload's digest several times. */
+const digests = new WeakMap<object, string>()
+
+/**
+ * A digest of the scheme payload, over its JSON with keys in a fixed order. A payment handed to the
+ * facilitator is not changed afterwards (the HTTP handler parses a fresh one per request), so the
+ * digest of a payload object is taken once.
+ */
 export function payloadHash(payment: Payment): string {
-  return keccak256(stringToBytes(canonical(payment.payload.payload)))
+  const payload = payment.payload.payload
+  if (payload === null || typeof payload !== 'object') return keccak256(stringToBytes(canonical(payload)))
+  let digest = digests.get(payload)
+  if (digest === undefined) {
+    digest = keccak256(stringToBytes(canonical(payload)))
+    digests.set(payload, digest)
+  }
+  return digest
 }
 
 function canonical(value: unknown): string {
