@@ -6,7 +6,15 @@
 import { BaseError, Reason } from '../core/Errors.ts'
 import { HttpHeader } from '../core/HttpHeader.ts'
 import * as PaymentPayload from '../core/PaymentPayload.ts'
-import type { SchemeClient } from '../core/Scheme.ts'
+import * as PaymentRequired from '../core/PaymentRequired.ts'
+import type { PaymentOutcome, SchemeClient } from '../core/Scheme.ts'
+import * as Channel from '../evm/batch/Channel.ts'
+import {
+  type BatchSettlementEvmClient,
+  type BatchSettlementEvmClientOptions,
+  batchSettlementEvmClient,
+  type Channels,
+} from '../evm/batch/client.ts'
 import { type ExactEvmClientOptions, exactEvmClient } from '../evm/exact/client.ts'
 import { type EvmSignerSource, toEvmSigner } from '../evm/Signer.ts'
 import * as Budget from './Budget.ts'
@@ -35,7 +43,22 @@ export type WrapFetchConfig = {
   onPayment?: (event: PaymentEvent) => void | Promise<void>
   /** Keep the access credentials payments earn and send them with the requests they cover. Default true. */
   credentials?: boolean
+  /**
+   * Pay `batch-settlement` offers over payment channels with the account: one deposit, then a signed
+   * voucher per request. `true` for the defaults (deposit 100 requests' worth, channels in memory).
+   * The deposit is held, not spent: `pay.channels.close()` gets back what was not spent.
+   */
+  channels?: boolean | BatchSettlementEvmClientOptions
+  /**
+   * Schemes to pay in first when a server offers several, in order; then the cheapest offer. Default:
+   * `['batch-settlement']` when `channels` is set (a channel costs no chain transaction per request),
+   * else none (the cheapest offer, whatever its scheme).
+   */
+  prefer?: readonly string[]
 }
+
+/** A paying fetch; `channels` manages the payment channels it opened (when `channels` is configured). */
+export type PayingFetch = Fetch & { readonly channels: Channels }
 
 export type PaymentEvent = PaymentResult & { url: string }
 
@@ -58,14 +81,20 @@ export class PaymentSigningError extends BaseError {
  * getPaymentResult(response) // { paid: true, offer, settlement, payer }
  * ```
  */
-export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
+export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): PayingFetch {
   if (!config.account && !config.schemes?.length)
     throw new BaseError('wrapFetch has nothing to pay with.', { code: 'invalid_config', hint: 'Give it an `account`, or `schemes`.' })
+  if (config.channels && !config.account)
+    throw new BaseError('Channels need an account.', {
+      code: 'invalid_config',
+      hint: 'Give wrapFetch an `account` to sign deposits and vouchers.',
+    })
   const budget = Budget.from(config.budget, { assets: config.assets })
-  const schemes = lazySchemes(config)
+  const { schemes, channels } = lazySchemes(config)
   const credentials = config.credentials === false ? undefined : credentialCache()
+  const prefer = config.prefer ?? (config.channels ? [Channel.scheme] : [])
 
-  return async (input, init) => {
+  const paying = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init)
     // A stream can be read once; every other body is copied now, so it can be sent again.
     const retry = isStream(init?.body) ? undefined : request.clone()
@@ -95,7 +124,7 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
     const read = await readPaymentRequired(response)
     if (!read.ok) return attach(response, { paid: false, reason: 'invalid_payment_required', error: read.error })
     const { asked } = read
-    const selection = select(asked.offers, { schemes: await schemes(), budget })
+    const selection = select(asked.offers, { schemes: await schemes(), budget, prefer })
     if (!selection.ok)
       return attach(response, { paid: false, reason: selection.reason, x402Version: asked.x402Version, rejected: selection.rejected })
     const { choice, rejected } = selection
@@ -109,21 +138,33 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
       })
 
     const resource = resourceOf(asked, choice.index) || response.url || request.url
-    let payload: Record<string, unknown>
-    try {
-      payload = await choice.scheme.createPayload(choice.offer, { resource })
-    } catch (cause) {
-      throw new PaymentSigningError(`Signing the payment for ${resource} failed.`, {
-        code: 'payment_signing_failed',
-        cause,
-        details: messageOf(cause),
-      })
-    }
-    const [name, value] = paymentHeader(asked, choice.index, payload)
-    retry.headers.set(name, value)
     discard(response)
-
-    const answer = await fetch(retry)
+    // A scheme with state (channels) may resynchronise after a refusal and ask to pay once more.
+    let payload: Record<string, unknown>
+    let answer: Response
+    for (let attempt = 0; ; attempt++) {
+      try {
+        payload = await choice.scheme.createPayload(choice.offer, { resource })
+      } catch (cause) {
+        throw new PaymentSigningError(`Signing the payment for ${resource} failed.`, {
+          code: 'payment_signing_failed',
+          cause,
+          details: messageOf(cause),
+        })
+      }
+      const [name, value] = paymentHeader(asked, choice.index, payload)
+      const paid = retry.clone()
+      paid.headers.set(name, value)
+      try {
+        answer = await fetch(paid)
+      } catch (error) {
+        await choice.scheme.paymentResult?.({ offer: choice.offer, payload }).catch(() => undefined)
+        throw error
+      }
+      const again = await reportResult(choice.scheme, choice.offer, payload, answer)
+      if (!again || attempt > 0) break
+      discard(answer)
+    }
     const token = answer.status < 400 ? answer.headers.get(HttpHeader.paymentCredential) : null
     const granted = token !== null ? credentials?.keep(request.url, token) : undefined
     const result: PaymentResult = {
@@ -139,22 +180,69 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): Fetch {
     }
     return answer
   }
+  return Object.assign(paying, { channels })
 }
 
-function lazySchemes(config: WrapFetchConfig): () => Promise<SchemeClient[]> {
-  let account: Promise<SchemeClient> | undefined
-  return async () => {
-    const schemes = [...(config.schemes ?? [])]
-    if (!config.account) return schemes
-    account ??= toEvmSigner(config.account).then((signer) => exactEvmClient(signer, { publicClient: config.publicClient }))
-    try {
-      schemes.push(await account)
-    } catch (error) {
-      account = undefined
-      throw error
-    }
-    return schemes
+/** Tells a scheme with state what became of its payload; whether it asks to pay once more. */
+async function reportResult(scheme: SchemeClient, offer: PaymentOutcome['offer'], payload: Record<string, unknown>, answer: Response) {
+  if (!scheme.paymentResult) return false
+  let settlement: PaymentOutcome['settlement']
+  let refusal: PaymentOutcome['refusal']
+  try {
+    settlement = decodePaymentResponse(answer.headers)
+  } catch {
+    settlement = undefined
   }
+  const required = answer.status === 402 ? answer.headers.get(HttpHeader.paymentRequired) : null
+  if (required !== null) {
+    try {
+      const decoded = PaymentRequired.decode(required)
+      refusal = { error: decoded.error ?? undefined, accepts: decoded.accepts }
+    } catch {
+      refusal = undefined
+    }
+  }
+  try {
+    const result = await scheme.paymentResult({ offer, payload, status: answer.status, settlement, refusal })
+    return result?.retry === true && answer.status === 402
+  } catch {
+    return false
+  }
+}
+
+function lazySchemes(config: WrapFetchConfig): { schemes: () => Promise<SchemeClient[]>; channels: Channels } {
+  let account: Promise<SchemeClient[]> | undefined
+  const own = () => {
+    if (!account)
+      account = toEvmSigner(config.account as EvmSignerSource).then((signer) => {
+        const exact = exactEvmClient(signer, { publicClient: config.publicClient })
+        if (!config.channels) return [exact]
+        return [batchSettlementEvmClient(signer, config.channels === true ? {} : config.channels), exact]
+      })
+    const pending = account
+    return pending.catch((error) => {
+      if (account === pending) account = undefined
+      throw error
+    })
+  }
+  const schemes = async () => [...(config.schemes ?? []), ...(config.account ? await own() : [])]
+  const batch = async (): Promise<Channels> => {
+    const found = (await schemes()).find((scheme): scheme is BatchSettlementEvmClient => 'channels' in scheme)
+    if (!found)
+      throw new BaseError('This fetch pays over no channels.', { code: 'invalid_config', hint: 'Set `channels` in the wrapFetch config.' })
+    return found.channels
+  }
+  const channels: Channels = {
+    list: async () => (await batch()).list(),
+    get: async (id) => (await batch()).get(id),
+    recover: async () => (await batch()).recover(),
+    refund: async (id, options) => (await batch()).refund(id, options),
+    withdraw: async (id) => (await batch()).withdraw(id),
+    finishWithdraw: async (id) => (await batch()).finishWithdraw(id),
+    close: async (options) => (await batch()).close(options),
+    flush: async () => (await batch()).flush(),
+  }
+  return { schemes, channels }
 }
 
 function resourceOf(asked: Asked, index: number): string {
@@ -183,7 +271,8 @@ async function outcome(answer: Response, chosen: Chosen, payload: Record<string,
     error = messageOf(cause)
   }
   const payer = settlement?.payer ?? payerOf(payload)
-  const base = { ...chosen, ...(settlement && { settlement }), ...(payer && { payer }) }
+  const channel = channelOf(payload)
+  const base = { ...chosen, ...(settlement && { settlement }), ...(payer && { payer }), ...(channel && { channel }) }
   // A server fault after the payment was sent (its facilitator down, say) is no proof of payment either way.
   if (answer.status >= 500 && !settlement?.success)
     return {
@@ -201,9 +290,26 @@ async function outcome(answer: Response, chosen: Chosen, payload: Record<string,
 
 /** The paying address a payload names: an EIP-3009 authorization's `from`, or a permit's `owner`. */
 function payerOf(payload: Record<string, unknown>): string | undefined {
-  const { authorization, permit } = payload as { authorization?: { from?: unknown }; permit?: { owner?: unknown } }
-  const payer = authorization?.from ?? permit?.owner
+  const { authorization, permit, channelConfig } = payload as {
+    authorization?: { from?: unknown }
+    permit?: { owner?: unknown }
+    channelConfig?: { payer?: unknown }
+  }
+  const payer = authorization?.from ?? permit?.owner ?? channelConfig?.payer
   return typeof payer === 'string' ? payer : undefined
+}
+
+function channelOf(payload: Record<string, unknown>): PaymentResult['channel'] {
+  const { voucher, deposit } = payload as {
+    voucher?: { channelId?: unknown; maxClaimableAmount?: unknown }
+    deposit?: { amount?: unknown }
+  }
+  if (typeof voucher?.channelId !== 'string' || typeof voucher.maxClaimableAmount !== 'string') return undefined
+  return {
+    id: voucher.channelId,
+    voucher: voucher.maxClaimableAmount,
+    ...(typeof deposit?.amount === 'string' && { deposit: deposit.amount }),
+  }
 }
 
 function carriesPayment(request: Request): boolean {
