@@ -81,6 +81,8 @@ describe('one channel, many requests', () => {
       expect(getPaymentResult(response)).toMatchObject({ paid: true, channel: { voucher: String(price * BigInt(i + 1)) } })
     }
     expect(shop.served()).toBe(requests)
+    // Only the first request was asked to pay: later ones carried their voucher at once.
+    expect(shop.requests()).toBe(requests + 1)
     expect(shop.payloads.map(({ type }) => type)).toEqual(['deposit', ...Array(requests - 1).fill('voucher')])
     expect(shop.payloads.map(({ voucher }) => voucher?.maxClaimableAmount)).toEqual(
       Array.from({ length: requests }, (_, i) => String(price * BigInt(i + 1))),

@@ -48,6 +48,8 @@ export type Shop = {
   channels: BatchSettlementEvmFacilitator
   /** Requests the handler served. */
   served: () => number
+  /** Requests the shop was sent through `fetch`, paid or not. */
+  requests: () => number
   /** Every payload the shop was sent, in order. */
   payloads: { type?: string; voucher?: { maxClaimableAmount: string }; [key: string]: unknown }[]
   /** The shop as a fetch, recording the payloads. */
@@ -90,13 +92,16 @@ export function startShop(
     return c.json({ symbol: 'ETH', usd: 3_000 })
   })
   const payloads: Shop['payloads'] = []
+  let requests = 0
   return {
     app,
     channels,
     served: () => served,
+    requests: () => requests,
     payloads,
     fetch: (async (input: RequestInfo | URL, init?: RequestInit) => {
       const request = new Request(input, init)
+      requests++
       const header = request.headers.get(HttpHeader.paymentSignature)
       if (header) payloads.push(PaymentPayload.decode(header).payload as Shop['payloads'][number])
       return app.request(request)

@@ -21,7 +21,7 @@ import * as Budget from './Budget.ts'
 import { credentialCache, type HeldCredential } from './credentials.ts'
 import { attach, type CredentialInfo, decodePaymentResponse, getPaymentResult, type PaymentResult } from './PaymentResult.ts'
 import { type Asked, discard, messageOf, readPaymentRequired, readServerError } from './readPaymentRequired.ts'
-import { select } from './select.ts'
+import { type Choice, select } from './select.ts'
 
 export type Fetch = (input: RequestInfo | URL, init?: RequestInit) => Promise<Response>
 
@@ -64,6 +64,11 @@ export type PaymentEvent = PaymentResult & { url: string }
 
 type Chosen = Omit<PaymentResult, 'paid'>
 
+/** An offer chosen to pay, with what the payment header needs. */
+type Paid = { asked: Asked; choice: Choice; chosen: Chosen; resource: string }
+
+const maxRemembered = 1_000
+
 export class PaymentSigningError extends BaseError {
   override name = 'PaymentSigningError'
 }
@@ -93,6 +98,15 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): PayingFetch {
   const { schemes, channels } = lazySchemes(config)
   const credentials = config.credentials === false ? undefined : credentialCache()
   const prefer = config.prefer ?? (config.channels ? [Channel.scheme] : [])
+  // Channel offers paid before, by method and URL: the next request there carries its voucher at once,
+  // saving the round trip for the 402. A refusal falls back to reading the offers anew.
+  const remembered = new Map<string, Paid>()
+  const keyOf = (request: Request) => `${request.method} ${request.url}`
+  const remember = (request: Request, paid: Paid) => {
+    remembered.delete(keyOf(request))
+    remembered.set(keyOf(request), paid)
+    if (remembered.size > maxRemembered) remembered.delete(remembered.keys().next().value as string)
+  }
 
   const paying = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const request = new Request(input, init)
@@ -101,7 +115,14 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): PayingFetch {
     const sendsOwn = carriesPayment(request) || request.headers.has(HttpHeader.paymentCredential)
     const held = credentials && !sendsOwn ? credentials.take(request) : undefined
     if (held) request.headers.set(HttpHeader.paymentCredential, held.token)
-    const response = await fetch(request)
+    const known = !held && !sendsOwn && retry ? remembered.get(keyOf(request)) : undefined
+    let response: Response
+    if (known && retry) {
+      const { answer, result } = await payWith({ ...known, retry, request })
+      if (answer.status !== 402) return finish(request, answer, result)
+      remembered.delete(keyOf(request))
+      response = answer
+    } else response = await fetch(request)
     let credentialRefused: string | undefined
     if (held && credentials) {
       if (response.status !== 402) {
@@ -139,7 +160,15 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): PayingFetch {
 
     const resource = resourceOf(asked, choice.index) || response.url || request.url
     discard(response)
-    // A scheme with state (channels) may resynchronise after a refusal and ask to pay once more.
+    const { answer, result } = await payWith({ asked, choice, chosen, resource, retry, request, credentialRefused })
+    if (result.paid && asked.x402Version === 2 && choice.scheme.paymentResult && choice.offer.scheme === Channel.scheme)
+      remember(request, { asked, choice, chosen, resource })
+    return finish(request, answer, result)
+  }
+
+  /** Pays the chosen offer and reads the answer; a scheme with state may resynchronise and pay once more. */
+  async function payWith(paid: Paid & { retry: Request; request: Request; credentialRefused?: string | undefined }) {
+    const { asked, choice, chosen, resource, retry, request, credentialRefused } = paid
     let payload: Record<string, unknown>
     let answer: Response
     for (let attempt = 0; ; attempt++) {
@@ -153,10 +182,10 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): PayingFetch {
         })
       }
       const [name, value] = paymentHeader(asked, choice.index, payload)
-      const paid = retry.clone()
-      paid.headers.set(name, value)
+      const sending = retry.clone()
+      sending.headers.set(name, value)
       try {
-        answer = await fetch(paid)
+        answer = await fetch(sending)
       } catch (error) {
         await choice.scheme.paymentResult?.({ offer: choice.offer, payload }).catch(() => undefined)
         throw error
@@ -172,6 +201,10 @@ export function wrapFetch(fetch: Fetch, config: WrapFetchConfig): PayingFetch {
       ...(granted && { granted: infoOf(granted) }),
       ...(credentialRefused && { credentialRefused }),
     }
+    return { answer, result }
+  }
+
+  async function finish(request: Request, answer: Response, result: PaymentResult): Promise<Response> {
     attach(answer, result)
     try {
       await config.onPayment?.({ ...result, url: request.url })

@@ -155,6 +155,21 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
     return stored
   }
 
+  // The channel of an offer, by its terms: hashing the config for every request would cost more than the voucher.
+  const channelOf = new Map<string, { config: Channel.ChannelConfig; id: Hex }>()
+  function channelFor(offer: PaymentRequirements): { config: Channel.ChannelConfig; id: Hex } {
+    const extra = offer.extra ?? {}
+    const key = [offer.network, offer.payTo, offer.asset, extra.receiverAuthorizer, extra.withdrawDelay].join('|').toLowerCase()
+    let known = channelOf.get(key)
+    if (!known) {
+      const config = configFor(offer)
+      known = { config, id: Channel.id(config, Network.chainId(offer.network), escrow) }
+      if (channelOf.size >= 1_000) channelOf.clear()
+      channelOf.set(key, known)
+    }
+    return known
+  }
+
   function configFor(offer: PaymentRequirements): Channel.ChannelConfig {
     const extra = offer.extra ?? {}
     return {
@@ -239,8 +254,7 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
 
   async function createPayload(offer: PaymentRequirements, context: { resource: string }): Promise<Record<string, unknown>> {
     const chainId = Network.chainId(offer.network)
-    const config = configFor(offer)
-    const id = Channel.id(config, chainId, escrow)
+    const { config, id } = channelFor(offer)
     const release = await lock(id.toLowerCase())
     try {
       let record = await load(id)
@@ -330,8 +344,9 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
       const record = await load(sent.id)
       if (!record) return undefined
       const { status, settlement, refusal } = outcome
-      if (status !== undefined && status < 400 && settlement?.success !== false) {
-        accept(record, sent, settlement?.extra as Record<string, unknown> | undefined)
+      if (status !== undefined && status < 400) {
+        // Served without a settlement reported (a route that turned free): nothing is counted as charged.
+        if (settlement?.success === true) accept(record, sent, settlement.extra as Record<string, unknown> | undefined)
         return undefined
       }
       const code = refusal?.error ?? settlement?.errorReason ?? undefined
