@@ -146,26 +146,48 @@ describe('our channel client against the reference server and facilitator', () =
     expect(await escrowChannel(devnet, id)).toEqual({ balance: 20n * price, totalClaimed: 0n })
   })
 
+  it("goes on after losing its store, from the escrow and the server's corrective 402, with no new deposit", async () => {
+    pay = wrapFetch(fetch, {
+      account: privateKeyToAccount(payer.privateKey),
+      budget: { perRequest: '$0.01' },
+      channels: { deposit: { requests: 20 }, publicClient: devnet.publicClient as never },
+    })
+    const before = await devnet.usdcBalance(payer.address)
+    const response = await pay(`${server.url}/quote`)
+    expect(response.status).toBe(200)
+    // The escrow knows the deposit but no charge: the first voucher is refused with the server's count
+    // and the voucher of ours it holds; the client pays the next increment above it.
+    expect(payloads.slice(requests).map(({ type, voucher }) => `${type} ${voucher.maxClaimableAmount}`)).toEqual([
+      'voucher 1000',
+      `voucher ${price * BigInt(requests + 1)}`,
+    ])
+    expect(await devnet.usdcBalance(payer.address)).toBe(before)
+    expect(served).toBe(requests + 1)
+    const [channel] = await pay.channels.list()
+    expect(channel).toMatchObject({ id, charged: price * BigInt(requests + 1), balance: 20n * price })
+  })
+
   it('is refunded cooperatively what it did not spend; the receiver gets exactly what it served', async () => {
+    const spent = price * BigInt(requests + 1)
     const before = await devnet.usdcBalance(payer.address)
     const result = await pay.channels.refund(id)
-    expect(result).toMatchObject({ how: 'refund', ok: true, amount: (20n - BigInt(requests)) * price })
-    expect(payloads.at(-1)).toMatchObject({ type: 'refund', voucher: { maxClaimableAmount: String(price * BigInt(requests)) } })
-    expect(await devnet.usdcBalance(payer.address)).toBe(before + (20n - BigInt(requests)) * price)
+    expect(result).toMatchObject({ how: 'refund', ok: true, amount: 20n * price - spent })
+    expect(payloads.at(-1)).toMatchObject({ type: 'refund', voucher: { maxClaimableAmount: String(spent) } })
+    expect(await devnet.usdcBalance(payer.address)).toBe(before + 20n * price - spent)
     // The refund claimed the vouchers first; a sweep pays them to the receiver.
     await serverScheme.createChannelManager(facilitator as never, devnet.network, devnet.usdc).settle()
-    expect(await devnet.usdcBalance(payTo)).toBe(price * BigInt(requests))
-    expect(await escrowChannel(devnet, id)).toEqual({ balance: price * BigInt(requests), totalClaimed: price * BigInt(requests) })
+    expect(await devnet.usdcBalance(payTo)).toBe(spent)
+    expect(await escrowChannel(devnet, id)).toEqual({ balance: spent, totalClaimed: spent })
     const [channel] = await pay.channels.list()
     expect(channel).toMatchObject({ closed: true, held: 0n })
-    expect(served).toBe(requests)
+    expect(served).toBe(requests + 1)
   })
 
   it('opens the channel again with a new deposit after the refund', async () => {
     const before = await devnet.usdcBalance(payer.address)
     const response = await pay(`${server.url}/quote`)
     expect(response.status).toBe(200)
-    expect(payloads.at(-1)).toMatchObject({ type: 'deposit', voucher: { maxClaimableAmount: String(price * BigInt(requests + 1)) } })
+    expect(payloads.at(-1)).toMatchObject({ type: 'deposit', voucher: { maxClaimableAmount: String(price * BigInt(requests + 2)) } })
     expect(await devnet.usdcBalance(payer.address)).toBe(before - 20n * price)
     expect(Channel.scheme).toBe('batch-settlement')
   })

@@ -389,7 +389,8 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
    * The server says it has charged the voucher sent. That is possible only for a voucher signed before
    * (its answer lost, or a restart between sending and recording): the client then counts up to that
    * voucher as charged and pays the request once more above it. A server that says so of a voucher it
-   * had never seen, or reports a count above what was signed before, gets nothing more.
+   * had never seen gets nothing more, unless it shows a voucher of ours that covers its count (the
+   * reference server's corrective 402, which lets a client that lost its store go on).
    */
   function resync(record: ChannelRecord, sent: InFlight, accepts: readonly PaymentRequirements[]): boolean {
     const chainId = Network.chainId(record.network)
@@ -410,14 +411,11 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
               escrow,
             )
           : undefined
-      if (
-        holder &&
-        isAddressEqual(holder, signer.address) &&
-        count <= BigInt(held) &&
-        BigInt(held) <= sent.signedBefore &&
-        count >= record.charged
-      ) {
+      // A voucher of ours the server holds can be claimed whatever this client remembers: counting up to
+      // it and paying the next increment above the count adds at most this request's price.
+      if (holder && isAddressEqual(holder, signer.address) && count <= BigInt(held) && count >= record.charged) {
         record.charged = count
+        if (BigInt(held) > record.signed) record.signed = BigInt(held)
         return true
       }
       return false
