@@ -14,7 +14,17 @@ import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Asset, HttpHeader, PaymentRequired, Reason } from 'x402kit'
 import { getPaymentResult, wrapFetch } from 'x402kit/client'
-import { batchSettlementEvmClient, Channel, fileChannelStore, memoryChannelStore, toEvmSigner } from 'x402kit/evm'
+import {
+  batchSettlementEvmClient,
+  Channel,
+  exactEvmFacilitator,
+  exactEvmServer,
+  fileChannelStore,
+  memoryChannelStore,
+  toEvmSigner,
+} from 'x402kit/evm'
+import { createFacilitator } from 'x402kit/facilitator'
+import { paywall } from 'x402kit/hono'
 import { batchSettlementAbi, escrowChannel, placeEscrow, type Shop, startShop } from './batch-settlement.client.support.ts'
 
 const price = 1_000n
@@ -78,7 +88,9 @@ describe('one channel, many requests', () => {
     for (let i = 0; i < requests; i++) {
       const response = await pay(url)
       expect(response.status).toBe(200)
-      expect(getPaymentResult(response)).toMatchObject({ paid: true, channel: { voucher: String(price * BigInt(i + 1)) } })
+      const { channel } = getPaymentResult(response)!
+      // The deposit is held, reported apart from the price spent.
+      expect(channel).toEqual({ id: expect.any(String), voucher: String(price * BigInt(i + 1)), ...(i === 0 && { deposit: '100000' }) })
     }
     expect(shop.served()).toBe(requests)
     // Only the first request was asked to pay: later ones carried their voucher at once.
@@ -219,6 +231,42 @@ describe('choosing between exact and channels', () => {
       prefer: ['exact'],
     })
     expect(getPaymentResult(await asked(url))?.offer?.scheme).toBe('exact')
+  })
+})
+
+describe('a URL that stops offering channels', () => {
+  it('falls back from the voucher it sent at once to the offers of the 402, and pays exact', async () => {
+    const account = privateKeyToAccount(payer(6).privateKey)
+    const channelShop = shopFor()
+    const exactOnly = new Hono()
+    const seller = freshAddress()
+    exactOnly.use(
+      paywall({
+        facilitator: createFacilitator({
+          schemes: [exactEvmFacilitator({ networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } } })],
+        }),
+        payTo: seller,
+        network: devnet.network,
+        schemes: [exactEvmServer()],
+        routes: { 'GET /quote': { price: { atomic: price.toString() }, asset: usdc } },
+      }),
+    )
+    exactOnly.get('/quote', (c) => c.json({ symbol: 'ETH', usd: 3_000 }))
+    let target: (request: Request) => Response | Promise<Response> = (request) => channelShop.fetch(request)
+    const pay = wrapFetch(((input: RequestInfo | URL, init?: RequestInit) => target(new Request(input, init))) as typeof fetch, {
+      account,
+      budget: { perRequest: '$0.01' },
+      channels: true,
+    })
+    for (let i = 0; i < 2; i++) expect(getPaymentResult(await pay(url))?.offer?.scheme).toBe('batch-settlement')
+    target = (request) => exactOnly.request(request)
+    const response = await pay(url)
+    expect(response.status).toBe(200)
+    expect(getPaymentResult(response)).toMatchObject({ paid: true, offer: { scheme: 'exact' } })
+    expect(await devnet.usdcBalance(seller)).toBe(price)
+    // The voucher the exact-only server ignored is not counted as charged.
+    const [channel] = await pay.channels.list()
+    expect(channel).toMatchObject({ charged: 2n * price, signed: 3n * price })
   })
 })
 
