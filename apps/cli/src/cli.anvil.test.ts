@@ -37,7 +37,7 @@ describe('x402 dev --once', () => {
     const { code, stdout, stderr } = await run(['dev', '--once'])
     expect(stderr).toBe('')
     expect(code).toBe(0)
-    expect(stdout).toMatch(/All 9 calls served and every payment settled on chain\./)
+    expect(stdout).toMatch(/All 9 calls served and every payment settled on chain; 500 more over one channel\./)
     // EIP-3009 twice before the response, a permit, a transaction of the agent's own, and the payment that bought a credential.
     expect(stdout.match(/transaction {2}0x[0-9a-f]{64}/g)).toHaveLength(5)
     // One EIP-3009 payment answered before its block, then settled in a batch.
@@ -46,6 +46,13 @@ describe('x402 dev --once', () => {
     expect(stdout.match(/^paid +GET \/report/m)).not.toBeNull()
     expect(stdout.match(/^paid +GET \/archive/m)).not.toBeNull()
     expect(stdout.match(/^credential GET \/feed/gm)).toHaveLength(3)
+    // 500 calls over one channel: one deposit, then a claim and a sweep; three transactions in all.
+    expect(stdout).toMatch(/^channel +GET \/tick × 500 over one channel → 500 served in [\d.]+ s \(\d+ calls\/s\)$/m)
+    expect(stdout).toMatch(/^ +paid +\$0\.05 in 500 cumulative vouchers of \$0\.0001, the last for \$0\.05$/m)
+    expect(stdout).toMatch(/^ +deposit +1 of \$1 \(gasless EIP-3009\): 0x[0-9a-f]{64}$/m)
+    expect(stdout).toMatch(/^ +claim +\$0\.05 claimed and swept to the seller: 0x[0-9a-f]{64}, 0x[0-9a-f]{64}$/m)
+    expect(stdout).toMatch(/^ +on chain +3 transactions for 500 calls;/m)
+    expect(stdout).toMatch(/^ +agent .*\$0\.95 still held in the channel$/m)
     const last = stdout.trim().split('\n').at(-1)!
     const stack = JSON.parse(last) as Stack
     expect(Object.keys(stack)).toEqual(['rpcUrl', 'chainId', 'usdc', 'facilitatorUrl', 'apiUrl', 'payerPrivateKey', 'payTo'])
@@ -61,7 +68,7 @@ describe('x402 dev, then x402 pay against it', () => {
   let stack: Stack
 
   beforeAll(async () => {
-    dev = spawn(process.execPath, ['--import', 'tsx', main, 'dev'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    dev = spawn(process.execPath, ['--import', 'tsx', main, 'dev', '--channel-calls', '20'], { stdio: ['ignore', 'pipe', 'inherit'] })
     const lines = createInterface({ input: dev.stdout! })
     stack = await new Promise<Stack>((resolve, reject) => {
       lines.on('line', (line) => {

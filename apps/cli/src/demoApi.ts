@@ -21,6 +21,8 @@ export type DemoApiOptions = {
   usdc: Asset
   permitToken: Asset
   port?: number
+  /** Adds routes of its own to the app (the channel route of `x402 dev`). */
+  extend?: (app: Hono) => void
 }
 
 export const demoRoutes = {
@@ -80,6 +82,7 @@ export function demoApp(options: DemoApiOptions): Hono {
   app.get('/archive', (c) => c.json({ title: 'HTTP 402, reserved since 1997', words: 1402 }))
   let item = 0
   app.get('/feed', (c) => c.json({ item: ++item, headline: `Headline number ${item}` }))
+  options.extend?.(app)
   return app
 }
 

@@ -2,7 +2,7 @@
 /**
  * The `x402` command.
  *
- *   x402 dev [--once] [--block-time S]          local chain + facilitator + paid API + paying agent
+ *   x402 dev [--once] [--block-time S] [--channel-calls N]   local chain + facilitator + paid API + paying agent
  *   x402 pay <url> [--key K] [--max AMOUNT]     pay one URL (key from X402_PRIVATE_KEY by default)
  *   x402 facilitator [--config FILE]            run a facilitator (config from env and file)
  *   x402 facilitator statement --merchant 0x…   a merchant's settled volume, fees and gas
@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util'
 import { BaseError } from 'x402kit'
 
 const usage = `Usage:
-  x402 dev [--once] [--block-time SECONDS] [--data-dir DIR]
+  x402 dev [--once] [--block-time SECONDS] [--data-dir DIR] [--channel-calls N]
   x402 pay <url> [--key 0x…] [--max AMOUNT] [-X METHOD] [-d DATA] [-H 'Name: value']
   x402 facilitator [--config FILE]
   x402 facilitator statement --merchant 0x… [--from YYYY-MM-DD] [--to YYYY-MM-DD (exclusive)]
@@ -26,12 +26,20 @@ async function main(argv: string[]): Promise<number> {
     case 'dev': {
       const { values } = parseArgs({
         args: rest,
-        options: { once: { type: 'boolean' }, 'block-time': { type: 'string' }, 'data-dir': { type: 'string' } },
+        options: {
+          once: { type: 'boolean' },
+          'block-time': { type: 'string' },
+          'data-dir': { type: 'string' },
+          'channel-calls': { type: 'string' },
+        },
       })
+      const channelCalls = values['channel-calls'] === undefined ? undefined : Number(values['channel-calls'])
+      if (channelCalls !== undefined && !(Number.isInteger(channelCalls) && channelCalls > 0))
+        throw new BaseError('--channel-calls must be a whole number of calls, 1 or more.')
       const blockTime = values['block-time'] === undefined ? undefined : Number(values['block-time'])
       if (blockTime !== undefined && !(blockTime >= 0)) throw new BaseError('--block-time must be a number of seconds, 0 or more.')
       const { dev } = await import('./commands/dev.ts')
-      return await dev({ once: values.once, blockTime, dataDir: values['data-dir'] })
+      return await dev({ once: values.once, blockTime, dataDir: values['data-dir'], channelCalls })
     }
     case 'pay': {
       const { values, positionals } = parseArgs({

@@ -12,12 +12,15 @@ import { privateKeyToAccount } from 'viem/accounts'
 import { type Asset, Facilitator, Money, Network } from 'x402kit'
 import { getPaymentResult, type PaymentResult, wrapFetch } from 'x402kit/client'
 import { exactEvmClient, toEvmSigner, txproofClient } from 'x402kit/evm'
+import { addChannelRoute, placeEscrow, runChannelAgent, tickRoute } from '../channelDemo.ts'
 import { demoRoutes, startDemoApi } from '../demoApi.ts'
 
 export type DevOptions = {
   once?: boolean
   blockTime?: number
   dataDir?: string
+  /** Paid calls the agent makes over one channel; default 500 with `once`, else 5,000. */
+  channelCalls?: number
   out?: (line: string) => void
 }
 
@@ -52,7 +55,8 @@ export async function dev(options: DevOptions = {}): Promise<number> {
   try {
     const devnet = await startDevnet({ blockTime: options.blockTime })
     cleanups.push(() => devnet.stop())
-    const [payer, seller, facilitatorSigner] = devnet.accounts as [
+    const [payer, seller, facilitatorSigner, channelSigner] = devnet.accounts as [
+      (typeof devnet.accounts)[0],
       (typeof devnet.accounts)[0],
       (typeof devnet.accounts)[0],
       (typeof devnet.accounts)[0],
@@ -84,7 +88,12 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       { logger: createLogger({ level: 'error', write: (line) => process.stderr.write(`${line}\n`) }) },
     )
     cleanups.push(() => facilitator.close())
+    await placeEscrow(devnet)
+    let channels: ReturnType<typeof addChannelRoute> | undefined
     const api = await startDemoApi({
+      extend: (app) => {
+        channels = addChannelRoute(app, { devnet, signer: channelSigner, payTo: seller.address, usdc })
+      },
       facilitatorUrl: facilitator.url,
       issuer,
       spender: facilitatorSigner.address,
@@ -94,12 +103,13 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       permitToken,
     })
     cleanups.push(() => api.close())
+    cleanups.push(async () => channels?.stop())
 
     out('x402 dev: a local x402 stack')
     out(`  chain        ${devnet.rpcUrl} (chain id ${devnet.chainId}), USDC at ${devnet.usdc}, PUSD at ${devnet.permitToken}`)
     out(`  facilitator  ${facilitator.url}`)
     out(`  paid API     ${api.url}`)
-    for (const [route, price] of Object.entries(demoRoutes)) out(`                 ${route.padEnd(16)} ${price}`)
+    for (const [route, price] of Object.entries({ ...demoRoutes, ...tickRoute })) out(`                 ${route.padEnd(16)} ${price}`)
     out(`  agent        ${payer.address} pays ${seller.address}`)
     out('')
 
@@ -162,9 +172,21 @@ export async function dev(options: DevOptions = {}): Promise<number> {
       )
     }
     out('')
+    const channelCalls = options.channelCalls ?? (options.once ? 500 : 5_000)
+    const channelOk = await runChannelAgent({
+      devnet,
+      channels: channels!,
+      url: `${api.url}/tick`,
+      payer,
+      seller: seller.address,
+      calls: channelCalls,
+      out,
+    })
+    if (!channelOk) failures++
+    out('')
     out(
       failures === 0
-        ? `All ${agentCalls.length} calls served and every payment settled on chain.`
+        ? `All ${agentCalls.length} calls served and every payment settled on chain; ${channelCalls} more over one channel.`
         : `${failures} of ${agentCalls.length} calls failed.`,
     )
     out(

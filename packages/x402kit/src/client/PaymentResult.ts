@@ -63,6 +63,11 @@ export type PaymentResult = {
   settlement?: SettleResponse
   /** The paying address, as the server reported it or as the payload names it. */
   payer?: string
+  /**
+   * For a payment over a channel: its id, the cumulative voucher sent, and the deposit that came with
+   * it. The price is spent; a deposit is held in the channel (what is not spent comes back on close).
+   */
+  channel?: { id: string; voucher: string; deposit?: string }
   /** The offers not chosen, each with why. */
   rejected?: readonly Rejection[]
 }

@@ -18,12 +18,12 @@ export type Selection =
   | { ok: true; choice: Choice; rejected: Rejection[] }
   | { ok: false; reason: 'no_payable_offer' | Budget.CheckFailure; rejected: Rejection[] }
 
-type Candidate = Choice & { usd: Budget.Usd | undefined; group: number }
+type Candidate = Choice & { usd: Budget.Usd | undefined; group: number; rank: number }
 
 /**
- * Picks the offer to pay. Offers valued in dollars come first, cheapest first; then offers in other
- * assets the budget names, cheapest first within each asset, assets in the server's order. Ties keep
- * the server's order.
+ * Picks the offer to pay. Offers in the schemes of `prefer` come first, in that order; then, within
+ * each, offers valued in dollars come first, cheapest first; then offers in other assets the budget
+ * names, cheapest first within each asset, assets in the server's order. Ties keep the server's order.
  *
  * @example
  * ```ts
@@ -33,8 +33,10 @@ type Candidate = Choice & { usd: Budget.Usd | undefined; group: number }
  */
 export function select(
   offers: readonly PaymentRequirements[],
-  context: { schemes: readonly SchemeClient[]; budget: Budget.Budget },
+  context: { schemes: readonly SchemeClient[]; budget: Budget.Budget; prefer?: readonly string[] },
 ): Selection {
+  const prefer = context.prefer ?? []
+  const rankOf = (scheme: string) => (prefer.includes(scheme) ? prefer.indexOf(scheme) : prefer.length)
   const rejected: Rejection[] = []
   const candidates: Candidate[] = []
   const groups = new Map<string, number>()
@@ -52,7 +54,7 @@ export function select(
     }
     const asset = `${offer.network}/${offer.asset.toLowerCase()}`
     if (!groups.has(asset)) groups.set(asset, groups.size)
-    candidates.push({ index, offer, scheme, usd: check.usd, group: groups.get(asset) ?? 0 })
+    candidates.push({ index, offer, scheme, usd: check.usd, group: groups.get(asset) ?? 0, rank: rankOf(offer.scheme) })
   })
 
   const [best] = candidates.sort(cheaperFirst)
@@ -66,6 +68,7 @@ export function select(
 }
 
 function cheaperFirst(a: Candidate, b: Candidate): number {
+  if (a.rank !== b.rank) return a.rank - b.rank
   if (a.usd && b.usd) return Budget.compare(a.usd, b.usd)
   if (a.usd) return -1
   if (b.usd) return 1

@@ -16,6 +16,22 @@ export type SchemeClient = {
   canPay(offer: PaymentRequirements): boolean
   /** Builds the `payload` field of a `PaymentPayload` for the offer. */
   createPayload(offer: PaymentRequirements, context: { resource: string }): Promise<Record<string, unknown>>
+  /**
+   * Told what became of a payload it built, once the paid request is answered (or failed): schemes
+   * with state, such as channels, commit or resynchronise here. `retry` asks for one new payload.
+   */
+  paymentResult?(outcome: PaymentOutcome): Promise<{ retry?: boolean } | undefined>
+}
+
+/** What the server answered to a paid request: the settlement it reported, or the 402 refusing it. */
+export type PaymentOutcome = {
+  offer: PaymentRequirements
+  payload: Record<string, unknown>
+  /** The answer's status; absent when no answer came (a network fault). */
+  status?: number
+  settlement?: SettleResponse
+  /** The error code and offers of a 402 answer (`PAYMENT-REQUIRED`). */
+  refusal?: { error?: string; accepts: readonly PaymentRequirements[] }
 }
 
 /** The seller's part: turns a route's price into an offer. */

@@ -1,5 +1,16 @@
 export * as Channel from './batch/Channel.ts'
 export {
+  type BatchSettlementEvmClient,
+  type BatchSettlementEvmClientOptions,
+  batchSettlementEvmClient,
+  ChannelClientError,
+  type ChannelSummary,
+  type Channels,
+  type DepositPolicy,
+} from './batch/client.ts'
+export type { CloseResult } from './batch/clientClose.ts'
+export { filePayerChannelStore, memoryPayerChannelStore, type PayerChannelRecord, type PayerChannelStore } from './batch/clientStore.ts'
+export {
   type ActionEvent,
   type ActionRecord,
   type BatchSettlementEvmFacilitator,
