@@ -122,6 +122,10 @@ export const Reason = {
   batchChannelClosing: 'invalid_batch_settlement_evm_channel_closing',
   /** This exact voucher was already spent (ours). */
   batchVoucherAlreadyUsed: 'invalid_batch_settlement_evm_voucher_already_used',
+  batchChannelBusy: 'invalid_batch_settlement_evm_channel_busy',
+  batchDepositBelowMinDeposit: 'invalid_batch_settlement_evm_deposit_below_min_deposit',
+  /** The seller holds as many channels as it may and opens no more (ours). */
+  batchChannelLimit: 'invalid_batch_settlement_evm_channel_limit',
   // evm exact with EIP-2612 permit (ours)
   permitSignature: 'invalid_exact_evm_permit_signature',
   permitSpenderMismatch: 'invalid_exact_evm_permit_spender_mismatch',

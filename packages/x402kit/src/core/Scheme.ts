@@ -29,6 +29,14 @@ export type SchemeServer = {
     maxTimeoutSeconds?: number
     extra?: Record<string, unknown>
   }): PaymentRequirements
+  /**
+   * Verifies, in the seller's process, a payment this scheme judges itself (a channel's voucher: a
+   * signature check and a memory update, no facilitator call); `undefined` leaves it to the facilitator.
+   * A valid answer promises nothing yet: `settle` checks again and charges atomically.
+   */
+  verify?(payment: Payment): Promise<VerifyResponse> | undefined
+  /** Settles a payment `verify` took; `undefined` leaves it to the facilitator. */
+  settle?(payment: Payment): Promise<SettleResponse> | undefined
 }
 
 /** The facilitator's part: checks a payment and settles it. */

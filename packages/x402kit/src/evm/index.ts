@@ -6,7 +6,19 @@ export {
   batchSettlementEvmFacilitator,
   type ClaimResult,
 } from './batch/facilitator.ts'
-export { type BatchSettlementEvmServerOptions, batchSettlementEvmServer } from './batch/server.ts'
+export {
+  type AuthorizerSigner,
+  type BatchSettlementEvmSeller,
+  type BatchSettlementEvmSellerOptions,
+  type BatchSettlementEvmServerOptions,
+  batchSettlementEvmServer,
+  type ChannelRecord,
+  type ChannelStore,
+  memoryChannelStore,
+  type SellerClaimResult,
+  type SqlQueryable,
+  sqlChannelStore,
+} from './batch/server.ts'
 export type { ExactEvmClientOptions } from './exact/client.ts'
 export { exactEvmClient } from './exact/client.ts'
 export * as Eip2612 from './exact/Eip2612.ts'
