@@ -394,12 +394,17 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
         channel.withdrawRequestedAt = state.withdrawRequestedAt
         channel.refundNonce = state.refundNonce
       } else channel.balance += payload.deposit.amount
-      journal.touch(channel.id)
       // Vouchers may have been charged while the deposit was mined: the deposit stays, the request is judged as things are now.
       const refusal = chargeRefusal(channel, voucher.maxClaimableAmount, price)
-      if (refusal) return failure(network, refusal.reason, refusal.message, answer.transaction)
+      if (refusal) {
+        journal.touch(channel.id)
+        await journal.flushed()
+        return failure(network, refusal.reason, refusal.message, answer.transaction)
+      }
       const charged = commit(channel, voucher.maxClaimableAmount, voucher.signature, price)
-      await durable(channel)
+      // A deposit is rare and slow already: its balance is in the store before it is answered, so a
+      // restart never takes a channel for poorer than it is.
+      await journal.flushed()
       return { ...charged, transaction: answer.transaction }
     })
   }
