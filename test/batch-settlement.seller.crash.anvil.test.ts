@@ -228,7 +228,7 @@ describe('a seller killed mid-stream and restarted on its store', () => {
     // The escrow checked the payer's signature on the voucher it claimed; it is the highest one signed.
     expect(totalClaimed).toBe(30n * price)
     expect(signed.includes(totalClaimed)).toBe(true)
-    expect(totalClaimed).toBe(signed.reduce((max, amount) => (amount > max ? amount : max), 0n))
+    expect(totalClaimed).toBe([...signed].sort((a, b) => (a < b ? 1 : -1))[0])
     // Served: 30 by the honest payer plus the re-spent window; paid: 30 prices. Unpaid: the bound at most.
     const unpaid = BigInt(served) * price + respent - totalClaimed
     expect(unpaid).toBe(lost)

@@ -533,7 +533,8 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
           if (!state) return
           channel.balance = state.balance
           if (state.totalClaimed > channel.totalClaimed) {
-            const reached = state.totalClaimed > channel.charged ? channel.charged : state.totalClaimed
+            let reached = state.totalClaimed
+            if (reached > channel.charged) reached = channel.charged
             unclaimed -= reached - channel.totalClaimed
             channel.totalClaimed = state.totalClaimed
           }
