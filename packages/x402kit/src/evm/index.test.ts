@@ -20,6 +20,7 @@ it('exports', () => {
       "nativeCoin",
       "recoverAddress",
       "recoverBackend",
+      "recoverPublicKey",
       "signTransactionProof",
       "sqlChannelStore",
       "toEvmSigner",

@@ -27,7 +27,13 @@ export { type ExactEvmFacilitatorConfig, type ExactEvmNetworkConfig, exactEvmFac
 export type { ExactEvmServerOptions } from './exact/server.ts'
 export { exactEvmServer } from './exact/server.ts'
 export * as NonceManager from './NonceManager.ts'
-export { type Backend as RecoverBackend, backend as recoverBackend, InvalidSignatureError, recoverAddress } from './recover.ts'
+export {
+  type Backend as RecoverBackend,
+  backend as recoverBackend,
+  InvalidSignatureError,
+  recoverAddress,
+  recoverPublicKey,
+} from './recover.ts'
 export { type EvmSigner, type EvmSignerSource, toEvmSigner } from './Signer.ts'
 export { signTransactionProof, type TxproofClientConfig, TxproofPaymentError, txproofClient } from './txproof/client.ts'
 export { type TxproofEvmFacilitatorConfig, type TxproofEvmNetworkConfig, txproofEvmFacilitator } from './txproof/facilitator.ts'

@@ -17,7 +17,7 @@ import * as Channel from './Channel.ts'
 import { binding } from './check.ts'
 import { type AuthorizerSigner, type Operations, submitClaim, submitRefund, submitSweep } from './sellerClaims.ts'
 import { type ChannelRecord, type ChannelStore, type Journal, memoryChannelStore, sellerJournal } from './sellerStore.ts'
-import { domainSeparator, fingerprintOf, readVoucher, type SellerChannel, signedBy, voucherHasher } from './sellerVoucher.ts'
+import { domainSeparator, fingerprintOf, readVoucher, type SellerChannel, signedByChannel, voucherHasher } from './sellerVoucher.ts'
 
 export type BatchSettlementEvmSellerOptions = {
   /** Where deposits, claims, sweeps and refunds go (`httpFacilitator(url)` or an in-process facilitator). */
@@ -219,7 +219,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     const payer = channel.config.payer
     const terms = offerRefusal(channel, requirements)
     if (terms) return refuse(terms.reason, terms.message, payer)
-    if (!signedBy(hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount), voucher.signature, channel.signer))
+    if (!signedByChannel(hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount), voucher.signature, channel))
       return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", payer)
     const price = BigInt(requirements.amount)
     const refusal = chargeRefusal(channel, voucher.maxClaimableAmount, price)

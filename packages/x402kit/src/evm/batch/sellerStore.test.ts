@@ -12,7 +12,7 @@ import {
   sellerJournal,
   sqlChannelStore,
 } from './sellerStore.ts'
-import { domainSeparator, signedBy, voucherHasher } from './sellerVoucher.ts'
+import { domainSeparator, fingerprintOf, type SellerChannel, signedBy, signedByChannel, voucherHasher } from './sellerVoucher.ts'
 
 const payer = privateKeyToAccount(generatePrivateKey())
 const config: Channel.ChannelConfig = {
@@ -58,6 +58,31 @@ describe('the voucher hasher', () => {
     expect(signedBy(hash(id, 5_001n), signature, payer.address.toLowerCase())).toBe(false)
     expect(signedBy(hash(id, 5_000n), `${signature.slice(0, -2)}1f`, payer.address.toLowerCase())).toBe(false)
     expect(signedBy(hash(id, 5_000n), 42, payer.address.toLowerCase())).toBe(false)
+  })
+})
+
+describe('a channel signer check with the public key kept', () => {
+  it('learns the key from the first good voucher and refuses another signer after it', async () => {
+    const id = Channel.id(config, 84532)
+    const hash = voucherHasher(domainSeparator(84532))
+    const sign = (account: typeof payer, amount: bigint) =>
+      account.signTypedData({
+        domain: Channel.domainOf(84532),
+        types: Channel.types,
+        primaryType: 'Voucher',
+        message: { channelId: id, maxClaimableAmount: amount },
+      })
+    const channel = { signer: payer.address.toLowerCase(), fingerprint: fingerprintOf(config) } as SellerChannel
+    const stranger = privateKeyToAccount(generatePrivateKey())
+    // Before the key is known, a stranger's signature fails by address and teaches nothing.
+    expect(signedByChannel(hash(id, 1n), await sign(stranger, 1n), channel)).toBe(false)
+    expect(channel.signerKey).toBeUndefined()
+    expect(signedByChannel(hash(id, 2n), await sign(payer, 2n), channel)).toBe(true)
+    expect(channel.signerKey).toHaveLength(65)
+    expect(signedByChannel(hash(id, 3n), await sign(payer, 3n), channel)).toBe(true)
+    expect(signedByChannel(hash(id, 4n), await sign(stranger, 4n), channel)).toBe(false)
+    expect(signedByChannel(hash(id, 5n), await sign(payer, 4n), channel)).toBe(false)
+    expect(signedByChannel(hash(id, 5n), '0x1234', channel)).toBe(false)
   })
 })
 

@@ -3,8 +3,9 @@
  * voucher for a channel the seller already holds is checked with string compares, two Keccak hashes
  * and one native secp256k1 recovery — no schema pass over addresses, no EIP-712 type walk, no I/O.
  */
+import { keccak_256 } from '@noble/hashes/sha3.js'
 import { type Address, encodeAbiParameters, type Hex, hexToBytes, keccak256, toBytes } from 'viem'
-import { recoverAddress } from '../recover.ts'
+import { recoverAddress, recoverPublicKey } from '../recover.ts'
 import * as Channel from './Channel.ts'
 
 /** What the seller holds of a channel; amounts in the token's atomic units. */
@@ -17,6 +18,8 @@ export type SellerChannel = {
   readonly fingerprint: string
   /** Who signs the vouchers (payer authorizer, or payer), lower case. */
   readonly signer: string
+  /** The signer's public key, once a voucher has shown it: later vouchers are compared to it without hashing it. */
+  signerKey?: Uint8Array
   /** In the escrow, as last deposited through this seller or read. */
   balance: bigint
   /** Claimed on chain so far. */
@@ -80,8 +83,8 @@ export function voucherHasher(separator: Uint8Array): (channelId: Hex, maxClaima
       struct[index] = Number(value & 0xffn)
       value >>= 8n
     }
-    message.set(keccak256(struct, 'bytes'), 34)
-    return keccak256(message, 'bytes')
+    message.set(keccak_256(struct), 34)
+    return keccak_256(message)
   }
 }
 
@@ -93,6 +96,29 @@ export function signedBy(digest: Uint8Array, signature: unknown, signer: string)
   } catch {
     return false
   }
+}
+
+const hexSignature = /^0x[0-9a-fA-F]{130}$/
+
+/**
+ * Whether `signature` over the voucher is the channel's signer's: against its public key once one
+ * voucher has shown it (one recovery, no hashing), else by address, keeping the key it shows.
+ */
+export function signedByChannel(digest: Uint8Array, signature: unknown, channel: SellerChannel): boolean {
+  if (typeof signature !== 'string' || !hexSignature.test(signature)) return false
+  const known = channel.signerKey
+  if (!known) {
+    if (!signedBy(digest, signature, channel.signer)) return false
+    channel.signerKey = recoverPublicKey(digest, Buffer.from(signature.slice(2), 'hex'))
+    return true
+  }
+  let key: Uint8Array
+  try {
+    key = recoverPublicKey(digest, Buffer.from(signature.slice(2), 'hex'))
+  } catch {
+    return false
+  }
+  return Buffer.compare(key, known) === 0
 }
 
 const bytes32 = /^0x[0-9a-fA-F]{64}$/
