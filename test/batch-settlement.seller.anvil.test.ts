@@ -13,7 +13,14 @@ import { type Address, type Hex, zeroAddress } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Asset, HttpHeader, Network, PaymentPayload, PaymentRequired, Reason } from 'x402kit'
-import { type BatchSettlementEvmSeller, batchSettlementEvmServer, Channel, type ChannelStore, sqlChannelStore } from 'x402kit/evm'
+import {
+  type BatchSettlementEvmSeller,
+  type BatchSettlementEvmSellerOptions,
+  batchSettlementEvmServer,
+  Channel,
+  type ChannelStore,
+  sqlChannelStore,
+} from 'x402kit/evm'
 import { httpFacilitator } from 'x402kit/facilitator'
 import { paywall } from 'x402kit/hono'
 import { batchSettlementAbi } from '../contracts/artifacts/index.ts'
@@ -36,7 +43,7 @@ let seller: BatchSettlementEvmSeller
 let app: Hono
 let served = 0
 
-function startSeller(options: Partial<Parameters<typeof batchSettlementEvmServer>[0]> = {}) {
+function startSeller(options: Partial<BatchSettlementEvmSellerOptions> = {}) {
   seller = batchSettlementEvmServer({
     receiverAuthorizer: authorizer.address,
     minDeposit: deposit,
@@ -315,5 +322,40 @@ describe('a payer who starts to withdraw', () => {
     const [result] = await seller.claim()
     expect(result).toMatchObject({ channels: 1, claimed: 2n * price })
     expect(seller.channel(id)?.config.payerAuthorizer).not.toBe(zeroAddress)
+  })
+})
+
+describe('what strangers can make the seller hold', () => {
+  it('bounds the unknown channels looked up at once, and the channels held', async () => {
+    // The store holds two channels by now; this seller may hold two and look up one at a time.
+    startSeller({ maxChannels: 2, maxLookups: 1 })
+    await seller.ready()
+    const keys = Array.from({ length: 4 }, () => generatePrivateKey())
+    const configs = keys.map((key) => {
+      const account = privateKeyToAccount(key)
+      return { ...configOf(payer), payer: account.address, payerAuthorizer: account.address }
+    })
+    const before = served
+    const lookups = reference.calls.length
+    // At the limit of channels: refused before the facilitator is asked.
+    const full = await payWith({ amount: price, signer: keys[0]!, config: configs[0]! })
+    expect(errorOf(full.response)).toBe(Reason.batchChannelLimit)
+    expect(reference.calls.length).toBe(lookups)
+    const deposit = await referencePay(generatePrivateKey())('http://localhost/quote').catch((error: unknown) => error)
+    if (deposit instanceof Response) {
+      expect(deposit.status).toBe(402)
+      expect(errorOf(deposit)).toBe(Reason.batchChannelLimit)
+    }
+    // Room for more channels, one look-up at a time: the others are turned away at once.
+    await seller.close()
+    startSeller({ maxLookups: 1 })
+    await seller.ready()
+    const answers = await Promise.all(configs.map((config, index) => payWith({ amount: price, signer: keys[index]!, config })))
+    const reasons = answers.map(({ response }) => errorOf(response))
+    expect(reasons).toContain(Reason.batchChannelBusy)
+    expect(reasons.filter((reason) => reason === Reason.batchChannelBusy).length).toBeGreaterThanOrEqual(1)
+    for (const reason of reasons) expect([Reason.batchChannelBusy, Reason.batchChannelNotFound]).toContain(reason)
+    for (const config of configs) expect(seller.channel(computeChannelId(config, devnet.network))).toBeUndefined()
+    expect(served).toBe(before)
   })
 })
