@@ -250,14 +250,14 @@ async function freePort(): Promise<number> {
 }
 
 async function waitReady(base: string): Promise<void> {
-  const deadline = Date.now() + 60_000
+  const deadline = Date.now() + 180_000
   for (;;) {
     const ready = await fetch(`${base}/ready`).then(
       (response) => response.ok,
       () => false,
     )
     if (ready) return
-    if (Date.now() > deadline) throw new Error('bench: the channel seller did not start within 60 s')
+    if (Date.now() > deadline) throw new Error('bench: the channel seller did not start within 180 s')
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }

@@ -34,6 +34,7 @@ let payer: DevnetAccount
 let sender: DevnetAccount
 let authorizer: DevnetAccount
 let other: DevnetAccount
+let asker: DevnetAccount
 let usdc: Asset
 let payTo: Address
 let reference: ReferenceBatchFacilitator
@@ -69,8 +70,14 @@ function startSeller(options: Partial<BatchSettlementEvmSellerOptions> = {}) {
 }
 
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 4 })
-  ;[payer, sender, authorizer, other] = devnet.accounts as [DevnetAccount, DevnetAccount, DevnetAccount, DevnetAccount]
+  devnet = await startDevnet({ accounts: 5 })
+  ;[payer, sender, authorizer, other, asker] = devnet.accounts as [
+    DevnetAccount,
+    DevnetAccount,
+    DevnetAccount,
+    DevnetAccount,
+    DevnetAccount,
+  ]
   payTo = privateKeyToAccount(generatePrivateKey()).address
   await placeEscrow(devnet)
   usdc = { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' }
@@ -300,6 +307,42 @@ describe('the reference client pays our seller; the reference facilitator settle
   })
 })
 
+describe('a payer who asks for a refund', () => {
+  it('gets back what it has not spent, with the charged value claimed first, without the handler running', async () => {
+    const client = new BatchSettlementEvmScheme(privateKeyToAccount(asker.privateKey) as never)
+    const appFetch = (async (input: RequestInfo | URL, init?: RequestInit) => app.request(new Request(input, init))) as typeof fetch
+    const pay = wrapFetchWithPaymentFromConfig(appFetch, {
+      schemes: [{ network: 'eip155:*', client }],
+      spendControls: { allowedAssets: [{ network: devnet.network, asset: devnet.usdc }] },
+    } as never)
+    for (let i = 0; i < 3; i++) expect((await pay('http://localhost/quote')).status).toBe(200)
+    const id = computeChannelId(configOf(asker), devnet.network) as Hex
+    const before = await devnet.usdcBalance(asker.address)
+    const servedBefore = served
+    const result = (await client.refund('http://localhost/quote', { fetch: appFetch } as never)) as { success: boolean }
+    expect(result.success).toBe(true)
+    expect(served).toBe(servedBefore)
+    expect(reference.calls.at(-1)).toEqual({ path: 'settle', type: 'refund' })
+    expect(await devnet.usdcBalance(asker.address)).toBe(before + deposit - 3n * price)
+    expect(await onChain(id)).toEqual({ balance: 3n * price, totalClaimed: 3n * price })
+    expect(seller.channel(id)).toMatchObject({ balance: 3n * price, totalClaimed: 3n * price, charged: 3n * price, refundNonce: 1n })
+    // A refund voucher that is not exactly what was charged is refused.
+    const config = configOf(asker)
+    const offer = PaymentRequired.decode((await app.request('http://localhost/quote')).headers.get(HttpHeader.paymentRequired)!).accepts[0]!
+    const voucher = await signVoucher(privateKeyToAccount(asker.privateKey), id, (2n * price).toString(), devnet.network)
+    const wrong = await app.request('http://localhost/quote', {
+      headers: {
+        [HttpHeader.paymentSignature]: PaymentPayload.encode({
+          x402Version: 2,
+          accepted: offer,
+          payload: { type: 'refund', channelConfig: config, voucher },
+        } as never),
+      },
+    })
+    expect(errorOf(wrong)).toBe(Reason.batchCumulativeAmountMismatch)
+  })
+})
+
 describe('a payer who starts to withdraw', () => {
   it('is refused once the seller has read the pending withdrawal', async () => {
     const pay = referencePay(other.privateKey)
@@ -327,8 +370,8 @@ describe('a payer who starts to withdraw', () => {
 
 describe('what strangers can make the seller hold', () => {
   it('bounds the unknown channels looked up at once, and the channels held', async () => {
-    // The store holds two channels by now; this seller may hold two and look up one at a time.
-    startSeller({ maxChannels: 2, maxLookups: 1 })
+    // The store holds three channels by now; this seller may hold three and look up one at a time.
+    startSeller({ maxChannels: 3, maxLookups: 1 })
     await seller.ready()
     const keys = Array.from({ length: 4 }, () => generatePrivateKey())
     const configs = keys.map((key) => {

@@ -124,6 +124,8 @@ export const Reason = {
   batchVoucherAlreadyUsed: 'invalid_batch_settlement_evm_voucher_already_used',
   batchChannelBusy: 'invalid_batch_settlement_evm_channel_busy',
   batchDepositBelowMinDeposit: 'invalid_batch_settlement_evm_deposit_below_min_deposit',
+  batchRefundNoBalance: 'invalid_batch_settlement_evm_refund_no_balance',
+  batchRefundAmountInvalid: 'invalid_batch_settlement_evm_refund_amount_invalid',
   /** The seller holds as many channels as it may and opens no more (ours). */
   batchChannelLimit: 'invalid_batch_settlement_evm_channel_limit',
   // evm exact with EIP-2612 permit (ours)

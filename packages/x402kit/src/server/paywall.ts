@@ -15,7 +15,7 @@ import type { FacilitatorClient, Payment, SettleResponse } from '../core/Facilit
 import { HttpHeader } from '../core/HttpHeader.ts'
 import * as PaymentPayload from '../core/PaymentPayload.ts'
 import * as PaymentRequirements from '../core/PaymentRequirements.ts'
-import type { SchemeServer } from '../core/Scheme.ts'
+import type { LocalVerdict, SchemeServer } from '../core/Scheme.ts'
 import { exactEvmServer } from '../evm/exact/server.ts'
 import { type CredentialGate, type CredentialRequest, type CredentialsConfig, credentialGate } from './credentials.ts'
 import { offersFor, paymentRequired, problem } from './requirements.ts'
@@ -211,7 +211,8 @@ export function createPaywall(config: PaywallConfig): Paywall {
     if (!verdict) return unavailable('verify')
     if (verdict.isValid !== true) return ask(reasonOf(verdict.invalidReason, Reason.unexpectedVerifyError), verdict.invalidMessage)
 
-    const response = await next(request)
+    const answer = local && (verdict as LocalVerdict).answer
+    const response = answer ? Response.json(answer) : await next(request)
     if (response.status >= 400) return response
     // The whole answer is held until settlement succeeds (or, after-response, the payment is queued): nothing of it leaves unpaid.
     const body = await response.arrayBuffer()

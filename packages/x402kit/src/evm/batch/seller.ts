@@ -9,10 +9,11 @@
  * in memory and written behind to a `ChannelStore` (`sellerStore.ts`).
  */
 import { type Address, getAddress, type Hex } from 'viem'
+import { z } from 'zod'
 import { Reason } from '../../core/Errors.ts'
 import type { FacilitatorClient, Payment, SettleResponse, VerifyResponse } from '../../core/Facilitator.ts'
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
-import type { SchemeServer } from '../../core/Scheme.ts'
+import type { LocalVerdict, SchemeServer } from '../../core/Scheme.ts'
 import * as Channel from './Channel.ts'
 import { binding } from './check.ts'
 import { type AuthorizerSigner, type Operations, submitClaim, submitRefund, submitSweep } from './sellerClaims.ts'
@@ -71,7 +72,7 @@ export type BatchSettlementEvmSellerOptions = {
 export type SellerClaimResult = { network: string; channels: number; claimed: bigint; transactions: string[] }
 
 export type BatchSettlementEvmSeller = SchemeServer & {
-  verify(payment: Payment): Promise<VerifyResponse> | undefined
+  verify(payment: Payment): Promise<LocalVerdict> | undefined
   settle(payment: Payment): Promise<SettleResponse> | undefined
   /** Loads the channels from the store; requests wait for it on their own, this surfaces a failure early. */
   ready(): Promise<void>
@@ -89,6 +90,18 @@ export type BatchSettlementEvmSeller = SchemeServer & {
   close(): Promise<void>
 }
 
+/** A payer's request for a cooperative refund: a zero-charge voucher at what it was charged, and the amount (default all it has left). */
+const refundPayload = z.object({
+  type: z.literal('refund'),
+  channelConfig: Channel.channelConfig,
+  voucher: Channel.voucher,
+  amount: z
+    .string()
+    .regex(/^\d{1,39}$/)
+    .transform((value) => BigInt(value))
+    .optional(),
+})
+
 type Verified = { channel: SellerChannel; maxClaimableAmount: bigint; signature: Hex; price: bigint }
 type Refusal = { reason: string; message: string }
 
@@ -104,6 +117,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
   const channels = new Map<string, SellerChannel>()
   const verified = new WeakMap<Payment, Verified>()
   const deposits = new WeakMap<Payment, Channel.DepositPayload>()
+  const refunds = new WeakMap<Payment, { channel: SellerChannel; amount: bigint }>()
   const hashers = new Map<string, ReturnType<typeof voucherHasher>>()
   const locks = new Map<string, Promise<unknown>>()
   let lookups = 0
@@ -209,6 +223,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     const { requirements } = payment
     const raw = payment.payload.payload as { type?: unknown; voucher?: unknown; channelConfig?: unknown }
     if (raw.type === 'deposit') return verifyDeposit(payment)
+    if (raw.type === 'refund') return verifyRefund(payment)
     if (raw.type !== 'voucher') return refuse(Reason.batchPayloadType, 'A paid request carries a deposit or a voucher payload.')
     const voucher = readVoucher(raw.voucher)
     if (!voucher) return refuse(Reason.invalidPayload, 'The voucher is malformed.')
@@ -290,6 +305,52 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     return answer
   }
 
+  /** A refund the payer asks for: its voucher must be exactly what it was charged, signed by it. */
+  async function verifyRefund(payment: Payment): Promise<LocalVerdict> {
+    const parsed = refundPayload.safeParse(payment.payload.payload)
+    if (!parsed.success) return refuse(Reason.invalidPayload, parsed.error.issues[0]?.message ?? 'The refund payload is malformed.')
+    const { channelConfig, voucher, amount } = parsed.data
+    const channel = channels.get(voucher.channelId)
+    if (!channel) return refuse(Reason.batchChannelNotFound, 'This server holds no such channel.', channelConfig.payer)
+    if (fingerprintOf(channelConfig) !== channel.fingerprint)
+      return refuse(Reason.batchChannelIdMismatch, 'The channel config is not the one the channel id names.', channelConfig.payer)
+    const terms = offerRefusal(channel, payment.requirements)
+    if (terms) return refuse(terms.reason, terms.message, channelConfig.payer)
+    if (!signedByChannel(hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount), voucher.signature, channel))
+      return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", channelConfig.payer)
+    if (voucher.maxClaimableAmount !== channel.charged)
+      return refuse(
+        Reason.batchCumulativeAmountMismatch,
+        `A refund voucher is for what the channel was charged (${channel.charged}), not ${voucher.maxClaimableAmount}.`,
+        channelConfig.payer,
+      )
+    const left = channel.balance - channel.charged
+    if (left <= 0n) return refuse(Reason.batchRefundNoBalance, 'The channel has nothing left to refund.', channelConfig.payer)
+    if (amount !== undefined && (amount === 0n || amount > left))
+      return refuse(Reason.batchRefundAmountInvalid, `A refund is 1 to ${left}.`, channelConfig.payer)
+    refunds.set(payment, { channel, amount: amount ?? left })
+    return { isValid: true, payer: channelConfig.payer, answer: { message: 'Refund acknowledged', channelId: channel.id } }
+  }
+
+  /** Refunds a channel through the facilitator, claiming its charged value first, under the channel's lock. */
+  function refundNow(channel: SellerChannel, amount: bigint): Promise<SettleResponse> {
+    return locked(channel.id, async () => {
+      if (amount > channel.balance - channel.charged)
+        return failure(channel.network, Reason.batchRefundAmountInvalid, 'The channel no longer holds that much unspent.')
+      const result = await submitRefund(operations, channel, amount)
+      if (result.success !== true) return result
+      // The escrow claimed what was charged and gave back `amount`.
+      unclaimed -= channel.charged - channel.totalClaimed
+      channel.totalClaimed = channel.charged
+      channel.balance -= amount
+      channel.refundNonce += 1n
+      journal.touch(channel.id)
+      await journal.flushed()
+      const answer = receipt(channel, 0n)
+      return { ...answer, transaction: result.transaction, extra: { ...(answer.extra as object), refundAmount: amount.toString() } }
+    })
+  }
+
   /** Charges a voucher that covers the price: synchronous, so no other request interleaves. */
   function commit(channel: SellerChannel, max: bigint, signature: Hex, price: bigint) {
     unclaimed += max - channel.charged
@@ -340,6 +401,11 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     if (deposit) {
       deposits.delete(payment)
       return settleDeposit(payment, deposit)
+    }
+    const asked = refunds.get(payment)
+    if (asked) {
+      refunds.delete(payment)
+      return refundNow(asked.channel, asked.amount)
     }
     const taken = verified.get(payment)
     if (!taken) return failure(network, Reason.batchPayloadType, 'This payment was not verified by this server.')
@@ -485,18 +551,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     const done: { channelId: Hex; transaction: string }[] = []
     for (const target of targets) {
       if (target.balance <= target.charged) continue
-      const answer = await locked(target.id, async () => {
-        const result = await submitRefund(operations, target)
-        if (result.success === true) {
-          // The escrow claimed what was charged and gave back the rest: the channel holds nothing unspent.
-          unclaimed -= target.charged - target.totalClaimed
-          target.totalClaimed = target.charged
-          target.balance = target.charged
-          target.refundNonce += 1n
-          journal.touch(target.id)
-        }
-        return result
-      })
+      const answer = await refundNow(target, target.balance - target.charged)
       if (answer.success === true) done.push({ channelId: target.id, transaction: answer.transaction })
       else onError(new Error(`Refund of channel ${target.id} failed: ${answer.errorReason} ${answer.errorMessage ?? ''}`))
     }

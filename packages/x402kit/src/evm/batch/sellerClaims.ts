@@ -121,8 +121,11 @@ export function submitSweep(operations: Operations, network: string, receiver: s
  * Sends one cooperative `refund` of what the payer has not spent (`balance - charged`), with a claim
  * of the charged value not yet claimed, so that the seller is paid first.
  */
-export async function submitRefund(operations: Operations, channel: SellerChannel): Promise<SettleResponse> {
-  const amount = channel.balance - channel.charged
+export async function submitRefund(
+  operations: Operations,
+  channel: SellerChannel,
+  amount = channel.balance - channel.charged,
+): Promise<SettleResponse> {
   const claims = channel.charged > channel.totalClaimed && channel.signature ? [claimOf(channel)] : []
   const signer = operations.signer
   const refundAuthorizerSignature = signer
