@@ -411,7 +411,8 @@ function percent(part: bigint, whole: bigint): string {
 
 /** `batch-settlement` channels on the seller side beside per-request `exact` (`channels.ts`). */
 export function renderChannels(figures: ChannelFigures): string {
-  const { settings: s, paid, latency, gas, exact } = figures
+  const { settings: s, paid, latency, gas } = figures
+  const exact = figures.exact ?? { perSecond: Number.NaN, payments: 0, gasPerPayment: Number.NaN, payers: 0 }
   const ms = (value: number) => `${value.toFixed(2)} ms`
   const cpu = Object.entries(paid.cpu)
     .map(([name, { user, system }]) => `${name} ${((user + system) / paid.seconds).toFixed(2)} cores`)
