@@ -58,11 +58,13 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
     facilitator = await startReferenceBatchFacilitator(devnet, { sender: sender!.privateKey, authorizer: authorizer!.privateKey })
     const port = await freePort()
     const base = `http://127.0.0.1:${port}`
-    const store = process.env.DATABASE_URL ? 'PostgreSQL (DATABASE_URL)' : 'PGlite in memory'
+    const storeKind = process.env.BENCH_CHANNEL_STORE ?? (process.env.DATABASE_URL ? 'postgres' : 'pglite')
+    const store = { postgres: 'PostgreSQL (DATABASE_URL)', pglite: 'PGlite in memory', memory: 'memory only (no durability)' }[storeKind] ?? storeKind
     seller = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname], {
       env: {
         ...process.env,
         X402_BENCH_ROLE: 'channel-seller',
+        BENCH_CHANNEL_STORE: storeKind,
         SELLER_PORT: String(port),
         SELLER_NETWORK: devnet.network,
         SELLER_USDC: devnet.usdc,
@@ -284,16 +286,16 @@ async function serveSeller(): Promise<void> {
     transfer: 'eip3009',
   }
   Network.registerAsset(network, Number(network.split(':')[1]), asset)
-  let db: { query(sql: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }> }
-  if (process.env.DATABASE_URL) {
+  let db: { query(sql: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[] }> } | undefined
+  if (env('BENCH_CHANNEL_STORE') === 'postgres') {
     const pg = (await import('pg')).default
     db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 })
-  } else db = await (await import('@electric-sql/pglite')).PGlite.create()
+  } else if (env('BENCH_CHANNEL_STORE') === 'pglite') db = await (await import('@electric-sql/pglite')).PGlite.create()
   const seller = batchSettlementEvmServer({
     receiverAuthorizer: env('SELLER_RECEIVER_AUTHORIZER'),
     minDeposit: BigInt(env('SELLER_MIN_DEPOSIT')),
     facilitator: httpFacilitator(env('FACILITATOR_URL')),
-    store: sqlChannelStore(db, { table: `bench_channels_${process.pid}` }),
+    ...(db && { store: sqlChannelStore(db, { table: `bench_channels_${process.pid}` }) }),
   })
   await seller.ready()
   const app = new Hono()
@@ -317,7 +319,7 @@ async function serveSeller(): Promise<void> {
   process.once('SIGTERM', () => {
     void seller
       .close()
-      .then(() => db.query(`DROP TABLE IF EXISTS bench_channels_${process.pid}`))
+      .then(() => db?.query(`DROP TABLE IF EXISTS bench_channels_${process.pid}`))
       .finally(() => process.exit(0))
   })
 }
