@@ -35,6 +35,7 @@ let sender: DevnetAccount
 let authorizer: DevnetAccount
 let other: DevnetAccount
 let asker: DevnetAccount
+let steady: DevnetAccount
 let usdc: Asset
 let payTo: Address
 let reference: ReferenceBatchFacilitator
@@ -70,8 +71,9 @@ function startSeller(options: Partial<BatchSettlementEvmSellerOptions> = {}) {
 }
 
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 5 })
-  ;[payer, sender, authorizer, other, asker] = devnet.accounts as [
+  devnet = await startDevnet({ accounts: 6 })
+  ;[payer, sender, authorizer, other, asker, steady] = devnet.accounts as [
+    DevnetAccount,
     DevnetAccount,
     DevnetAccount,
     DevnetAccount,
@@ -400,5 +402,22 @@ describe('what strangers can make the seller hold', () => {
     for (const reason of reasons) expect([Reason.batchChannelBusy, Reason.batchChannelNotFound]).toContain(reason)
     for (const config of configs) expect(seller.channel(computeChannelId(config, devnet.network))).toBeUndefined()
     expect(served).toBe(before)
+  })
+})
+
+describe('claims without being asked', () => {
+  it('claims once the unclaimed value crosses the threshold, and the rest on the timer', async () => {
+    await seller.close()
+    startSeller({ claims: { threshold: 3n * price, intervalMs: 500 } })
+    await seller.ready()
+    const id = computeChannelId(configOf(steady), devnet.network) as Hex
+    const pay = referencePay(steady.privateKey)
+    for (let i = 0; i < 2; i++) expect((await pay('http://localhost/quote')).status).toBe(200)
+    for (let i = 0; i < 2; i++) expect((await pay('http://localhost/quote')).status).toBe(200)
+    // The third charge crossed the threshold; the timer claims what came after.
+    await expect.poll(async () => (await onChain(id)).totalClaimed, { timeout: 15_000, interval: 200 }).toBe(4n * price)
+    expect(seller.channel(id)).toMatchObject({ charged: 4n * price, totalClaimed: 4n * price })
+    const claims = reference.calls.filter((call) => call.type === 'claim').length
+    expect(claims).toBeGreaterThanOrEqual(1)
   })
 })
