@@ -59,7 +59,8 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
     const port = await freePort()
     const base = `http://127.0.0.1:${port}`
     const storeKind = process.env.BENCH_CHANNEL_STORE ?? (process.env.DATABASE_URL ? 'postgres' : 'pglite')
-    const store = { postgres: 'PostgreSQL (DATABASE_URL)', pglite: 'PGlite in memory', memory: 'memory only (no durability)' }[storeKind] ?? storeKind
+    const store =
+      { postgres: 'PostgreSQL (DATABASE_URL)', pglite: 'PGlite in memory', memory: 'memory only (no durability)' }[storeKind] ?? storeKind
     seller = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname], {
       env: {
         ...process.env,
