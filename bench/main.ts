@@ -4,6 +4,7 @@
  *   npm run bench               full run (8 s per point at block time 0, 12 s at 2 s; about 6 minutes)
  *   npm run bench -- --quick    smoke run (short points, fewer payers)
  *   npm run bench -- --pipeline-only   the settlement pipeline part alone (about 2 minutes; also BENCH_ONLY=pipeline)
+ *   npm run bench -- --channels-only   the batch-settlement channel part alone (about 1 minute; also BENCH_ONLY=channels)
  *
  * Environment: BENCH_SECONDS (seconds per point, every block time), BENCH_RUNS (latency-split runs),
  * BENCH_FRAMEWORK (`express` or `hono`: our resource server's framework; default express, like the reference's),
@@ -12,15 +13,17 @@
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { loadavg } from 'node:os'
+import { runChannelBench } from './channels.ts'
 import { renderCredentialFigures, runCredentialBench } from './credential.ts'
 import { latencySplit, type Split } from './latency.ts'
 import { type Point, runPoint } from './load.ts'
 import { runPipelineBench } from './pipeline.ts'
-import { machine, type Report, render, renderPipeline, rps } from './report.ts'
+import { machine, type Report, render, renderChannels, renderPipeline, rps } from './report.ts'
 import { type Stack, type StackName, setupRetries, startStack } from './stacks.ts'
 
 const quick = process.argv.includes('--quick')
 const pipelineOnly = process.argv.includes('--pipeline-only') || process.env.BENCH_ONLY === 'pipeline'
+const channelsOnly = process.argv.includes('--channels-only') || process.env.BENCH_ONLY === 'channels'
 const envSeconds = positive(process.env.BENCH_SECONDS, 'BENCH_SECONDS')
 const framework = process.env.BENCH_FRAMEWORK === 'hono' ? 'hono' : 'express'
 
@@ -42,6 +45,7 @@ let current: Stack | undefined
 
 async function main(): Promise<void> {
   if (pipelineOnly) return await pipelinePart()
+  if (channelsOnly) return await channelsPart()
   const startedAt = performance.now()
   const loadAtStart = loadavg()
   const splits: Partial<Record<StackName, Split>> = {}
@@ -74,6 +78,19 @@ async function main(): Promise<void> {
   progress('access credentials: check cost, and credential-path requests next to per-request exact')
   console.log(`\n6. Access credentials\n\n${renderCredentialFigures(await runCredentialBench(progress))}`)
   await pipelinePart()
+  await channelsPart()
+}
+
+/** batch-settlement channels on the seller side, beside per-request exact (`channels.ts`). */
+async function channelsPart(): Promise<void> {
+  progress('channels: paid requests per second, added latency, gas per paid request, beside exact')
+  const figures = await runChannelBench(quick, (line) => progress(line))
+  console.log(`\n${renderChannels(figures)}`)
+  console.log(
+    `\n   reproduce: npm run bench -- --channels-only${quick ? ' --quick' : ''}; load average at the end ${loadavg()
+      .map((load) => load.toFixed(2))
+      .join(' / ')}`,
+  )
 }
 
 /** The settlement pipeline beside the reference facilitator, on a chain of its own (`pipeline.ts`). */

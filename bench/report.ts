@@ -1,7 +1,9 @@
 /**
  * The printed report: plain-text tables, ours beside the reference, with the ratio ours/reference.
  */
+
 import os from 'node:os'
+import type { ChannelFigures } from './channels.ts'
 import { type Phase, phases, type Split } from './latency.ts'
 import type { Point } from './load.ts'
 import type { PipelineFigures, Throughput } from './pipeline.ts'
@@ -405,4 +407,42 @@ function times(ours: number, reference: number): string {
 
 function percent(part: bigint, whole: bigint): string {
   return whole > 0n ? `${((Number(part) / Number(whole)) * 100).toFixed(0)} %` : '-'
+}
+
+/** `batch-settlement` channels on the seller side beside per-request `exact` (`channels.ts`). */
+export function renderChannels(figures: ChannelFigures): string {
+  const { settings: s, paid, latency, gas } = figures
+  const exact = figures.exact ?? { perSecond: Number.NaN, payments: 0, gasPerPayment: Number.NaN, payers: 0 }
+  const ms = (value: number) => `${value.toFixed(2)} ms`
+  const cpu = Object.entries(paid.cpu)
+    .map(([name, { user, system }]) => `${name} ${((user + system) / paid.seconds).toFixed(2)} cores`)
+    .join(', ')
+  const lines = [
+    '8. batch-settlement channels, seller side (vouchers checked by our server alone), beside per-request exact',
+    '',
+    ...table(
+      [
+        ['', 'channels', 'exact'],
+        [
+          'paid requests per second',
+          `${paid.perSecond.toFixed(0)} (${s.channels} channels, one request in flight each, ${paid.seconds.toFixed(1)} s)`,
+          `${exact.perSecond.toFixed(0)} (${exact.payers} payers, ${s.exactSeconds} s)`,
+        ],
+        [
+          'gas per paid request',
+          `${gas.perPaidRequest.toFixed(0)} (at ${s.vouchersPerChannel} requests per channel)`,
+          `${exact.gasPerPayment.toFixed(0)}`,
+        ],
+        ['gas ratio', `${((100 * gas.perPaidRequest) / exact.gasPerPayment).toFixed(2)} % of exact`, ''],
+      ],
+      [0, 1, 2],
+    ),
+    '',
+    `   paid requests ${paid.requests}, refused or failed ${paid.failures}; CPU while loaded: ${cpu}`,
+    `   added latency (paid minus free, one request at a time, ${s.latencyRequests} each): p50 ${ms(latency.paidP50 - latency.freeP50)}, p99 ${ms(latency.paidP99 - latency.freeP99)}`,
+    `   (free p50 ${ms(latency.freeP50)} p99 ${ms(latency.freeP99)}; paid p50 ${ms(latency.paidP50)} p99 ${ms(latency.paidP99)})`,
+    `   gas: deposit ${gas.deposit.toFixed(0)} per channel, claim ${gas.claim} for ${gas.claimChannels} channels, sweep ${gas.sweep}; from receipts`,
+    `   channel store: ${s.store}, written behind in group commits`,
+  ]
+  return lines.join('\n')
 }

@@ -1,25 +1,28 @@
 /**
  * batch-settlement interop: the reference client (`@x402/fetch` with the `@x402/evm` batch-settlement
- * client scheme) pays our paywall and facilitator over one channel in our escrow, placed at the
- * canonical address: the first request deposits, later ones send vouchers, claims settle on chain.
+ * client scheme) pays our paywall over one channel in our escrow, placed at the canonical address.
+ * Our server keeps the channel: the first request's deposit goes through our facilitator, every later
+ * voucher is checked and charged by the server alone. (Claims, sweeps and refunds handed to a
+ * facilitator are in `batch-settlement.seller.anvil.test.ts`, against the reference facilitator.)
  */
 import { BatchSettlementEvmScheme, computeChannelId, signVoucher } from '@x402/evm/batch-settlement/client'
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch'
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
 import { Hono } from 'hono'
-import { type Abi, type Address, createTestClient, type Hex, http, zeroAddress } from 'viem'
+import { type Address, type Hex, zeroAddress } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Asset, HttpHeader, Network, PaymentPayload, PaymentRequired, Reason } from 'x402kit'
-import { type BatchSettlementEvmFacilitator, batchSettlementEvmFacilitator, batchSettlementEvmServer, Channel } from 'x402kit/evm'
+import {
+  type BatchSettlementEvmFacilitator,
+  type BatchSettlementEvmSeller,
+  batchSettlementEvmFacilitator,
+  batchSettlementEvmServer,
+  Channel,
+} from 'x402kit/evm'
 import { createFacilitator } from 'x402kit/facilitator'
 import { paywall } from 'x402kit/hono'
-import {
-  batchSettlementAbi,
-  batchSettlementBytecode,
-  erc3009DepositCollectorAbi,
-  erc3009DepositCollectorBytecode,
-} from '../contracts/artifacts/index.ts'
+import { placeEscrow } from './batch-settlement.seller.support.ts'
 
 const price = 1_000n
 const deposit = 100_000n
@@ -29,11 +32,10 @@ let devnet: Devnet
 let payer: DevnetAccount
 let authorizer: DevnetAccount
 let topUpPayer: DevnetAccount
-let stayer: DevnetAccount
-let leaver: DevnetAccount
 let usdc: Asset
 let payTo: Address
 let scheme: BatchSettlementEvmFacilitator
+let seller: BatchSettlementEvmSeller
 let app: Hono
 let served = 0
 /** Every PAYMENT-SIGNATURE header the app received, in order. */
@@ -46,38 +48,24 @@ const fetchApp = async (input: RequestInfo | URL, init?: RequestInit) => {
   return app.request(request)
 }
 
-async function deploy(abi: Abi, bytecode: Hex, args: readonly unknown[] = []): Promise<Address> {
-  const hash = await devnet.walletClient(devnet.deployer.privateKey).deployContract({ abi, bytecode, args } as never)
-  const { contractAddress } = await devnet.publicClient.waitForTransactionReceipt({ hash })
-  return contractAddress!
-}
-
 beforeAll(async () => {
-  devnet = await startDevnet({ accounts: 5 })
-  ;[payer, authorizer, topUpPayer, stayer, leaver] = devnet.accounts as DevnetAccount[] as [
-    DevnetAccount,
-    DevnetAccount,
-    DevnetAccount,
-    DevnetAccount,
-    DevnetAccount,
-  ]
+  devnet = await startDevnet({ accounts: 3 })
+  ;[payer, authorizer, topUpPayer] = devnet.accounts as [DevnetAccount, DevnetAccount, DevnetAccount]
   payTo = privateKeyToAccount(generatePrivateKey()).address
-  // Our escrow's runtime code at the canonical address, and a collector built for it at its own.
-  const escrow = await deploy(batchSettlementAbi, batchSettlementBytecode)
-  await devnet.setCode(Channel.escrowAddress, (await devnet.publicClient.getCode({ address: escrow }))!)
-  const collector = await deploy(erc3009DepositCollectorAbi, erc3009DepositCollectorBytecode, [Channel.escrowAddress])
-  await devnet.setCode(Channel.erc3009CollectorAddress, (await devnet.publicClient.getCode({ address: collector }))!)
+  await placeEscrow(devnet)
 
   usdc = { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' }
   Network.registerAsset(devnet.network, devnet.chainId, usdc)
   scheme = batchSettlementEvmFacilitator({ networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } } })
+  const facilitator = createFacilitator({ schemes: [scheme] })
+  seller = batchSettlementEvmServer({ receiverAuthorizer: authorizer.address, minDeposit: deposit, facilitator })
   app = new Hono()
   app.use(
     paywall({
-      facilitator: createFacilitator({ schemes: [scheme] }),
+      facilitator,
       payTo,
       network: devnet.network,
-      schemes: [batchSettlementEvmServer({ receiverAuthorizer: authorizer.address, minDeposit: deposit })],
+      schemes: [seller],
       routes: { 'GET /quote': { price: { atomic: price.toString() }, scheme: 'batch-settlement', asset: usdc } },
     }),
   )
@@ -87,6 +75,7 @@ beforeAll(async () => {
   })
 })
 afterAll(async () => {
+  await seller?.close()
   scheme?.stop()
   await devnet?.stop()
 })
@@ -162,9 +151,12 @@ describe('the reference client pays our server over a channel', () => {
     )
     // The deposit moved once; the vouchers touched no chain.
     expect(await devnet.usdcBalance(payer.address)).toBe(before - deposit)
-    const channel = scheme.channel(computeChannelId(channelConfig(), devnet.network))
-    expect(channel).toMatchObject({ balance: deposit, charged: price * BigInt(requests), claimed: 0n, closing: false })
+    const id = computeChannelId(channelConfig(), devnet.network)
+    const channel = seller.channel(id)
+    expect(channel).toMatchObject({ balance: deposit, charged: price * BigInt(requests), totalClaimed: 0n, withdrawRequestedAt: 0 })
     expect(channel?.config.payerAuthorizer).not.toBe(zeroAddress)
+    // The facilitator saw the deposit (and its voucher) alone.
+    expect(scheme.channel(id)).toMatchObject({ balance: deposit, charged: price, signedMax: price })
   })
 
   it('refuses a replayed voucher, a lower one and one not covering the price, serving nothing', async () => {
@@ -187,23 +179,7 @@ describe('the reference client pays our server over a channel', () => {
     expect(served).toBe(requests)
   })
 
-  it('claims the vouchers on chain and sweeps exactly what was served to payTo', async () => {
-    const [result] = await scheme.claim()
-    expect(result).toMatchObject({ network: devnet.network, channels: 1, claimed: price * BigInt(requests) })
-    expect(await devnet.usdcBalance(payTo)).toBe(price * BigInt(requests))
-    const id = computeChannelId(channelConfig(), devnet.network)
-    const [balance, totalClaimed] = await devnet.publicClient.readContract({
-      address: Channel.escrowAddress,
-      abi: batchSettlementAbi,
-      functionName: 'channels',
-      args: [id],
-    })
-    expect({ balance, totalClaimed }).toEqual({ balance: deposit, totalClaimed: price * BigInt(requests) })
-    // Nothing new: nothing to claim.
-    expect(await scheme.claim()).toEqual([])
-  })
-
-  it('charges one of two concurrent vouchers for the same increment, and claims it', async () => {
+  it('charges one of two concurrent vouchers for the same increment', async () => {
     const charged = price * BigInt(requests)
     const answers = await Promise.all([payWithVoucher(charged + price), payWithVoucher(charged + price + 1n)])
     // Both pass verification and reach the handler; only the one charged first has its answer released.
@@ -211,40 +187,27 @@ describe('the reference client pays our server over a channel', () => {
     const refused = answers.find(({ status }) => status === 402)!
     expect([Reason.batchCumulativeBelowClaimed, Reason.batchCumulativeAmountMismatch]).toContain(errorOf(refused))
     expect(await refused.text()).not.toContain('usd')
-    const [result] = await scheme.claim()
-    expect(result).toMatchObject({ channels: 1, claimed: price })
-    expect(await devnet.usdcBalance(payTo)).toBe(price * BigInt(requests + 1))
-  })
-
-  it('refuses vouchers once the payer starts to withdraw', async () => {
-    await devnet.walletClient(payer.privateKey).writeContract({
-      address: Channel.escrowAddress,
-      abi: batchSettlementAbi,
-      functionName: 'initiateWithdraw',
-      args: [channelConfig(), 1_000n],
-    })
-    await devnet.mine()
-    expect(await scheme.claim()).toEqual([])
-    const closing = await payWithVoucher(price * BigInt(requests + 3))
-    expect(closing.status).toBe(402)
-    expect(errorOf(closing)).toBe(Reason.batchChannelClosing)
+    // The handler ran for both; one answer was released.
+    expect(served).toBe(requests + 2)
+    expect(seller.channel(computeChannelId(channelConfig(), devnet.network))?.charged).toBeGreaterThanOrEqual(charged + price)
   })
 })
 
-describe('a channel that runs dry, with claims on a value threshold', () => {
-  it('tops the channel up, and claims once three prices are unclaimed', async () => {
-    const seller = privateKeyToAccount(generatePrivateKey()).address
+describe('a channel that runs dry', () => {
+  it('tops the channel up through the facilitator and goes on with vouchers checked by the server', async () => {
+    const receiver = privateKeyToAccount(generatePrivateKey()).address
     const channels = batchSettlementEvmFacilitator({
       networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl, signers: [authorizer.privateKey] } },
-      claimThreshold: 3n * price,
     })
+    const facilitator = createFacilitator({ schemes: [channels] })
+    const shopSeller = batchSettlementEvmServer({ receiverAuthorizer: authorizer.address, minDeposit: 4n * price, facilitator })
     const shop = new Hono()
     shop.use(
       paywall({
-        facilitator: createFacilitator({ schemes: [channels] }),
-        payTo: seller,
+        facilitator,
+        payTo: receiver,
         network: devnet.network,
-        schemes: [batchSettlementEvmServer({ receiverAuthorizer: authorizer.address, minDeposit: 4n * price })],
+        schemes: [shopSeller],
         routes: { 'GET /quote': { price: { atomic: price.toString() }, scheme: 'batch-settlement', asset: usdc } },
       }),
     )
@@ -268,42 +231,9 @@ describe('a channel that runs dry, with claims on a value threshold', () => {
     // 4,000 deposited first; the fifth request needs 5,000 and deposits again.
     expect(types).toEqual(['deposit', 'voucher', 'voucher', 'voucher', 'deposit', 'voucher'])
     expect(await devnet.usdcBalance(topUpPayer.address)).toBe(before - 8n * price)
-    // The third charge crossed the threshold: those three (at least) were claimed without being asked.
-    await expect.poll(() => devnet.usdcBalance(seller), { timeout: 10_000 }).toBeGreaterThanOrEqual(3n * price)
-    await channels.claim()
-    expect(await devnet.usdcBalance(seller)).toBe(6n * price)
+    const config = { ...channelConfig(), payer: topUpPayer.address, payerAuthorizer: topUpPayer.address, receiver }
+    expect(shopSeller.channel(computeChannelId(config, devnet.network))).toMatchObject({ balance: 8n * price, charged: 6n * price })
+    await shopSeller.close()
     channels.stop()
-  })
-})
-
-// Last: it moves the chain's clock past the withdraw delay.
-describe('a claim across channels, one of them emptied by a withdrawal', () => {
-  it('claims the channels that can be claimed and leaves out the one that cannot', async () => {
-    const referencePay = (key: Hex) =>
-      wrapFetchWithPaymentFromConfig(
-        fetchApp as typeof fetch,
-        {
-          schemes: [{ network: 'eip155:*', client: new BatchSettlementEvmScheme(privateKeyToAccount(key) as never) }],
-          spendControls: { allowedAssets: [{ network: devnet.network, asset: devnet.usdc }] },
-        } as never,
-      )
-    for (const key of [stayer.privateKey, leaver.privateKey]) {
-      const pay = referencePay(key)
-      for (let i = 0; i < 2; i++) expect((await pay('http://localhost/quote')).status).toBe(200)
-    }
-    // The leaver withdraws its whole deposit before the receiver claims anything of it.
-    const leaverChannel = { ...channelConfig(), payer: leaver.address, payerAuthorizer: leaver.address }
-    const escrow = { address: Channel.escrowAddress, abi: batchSettlementAbi } as const
-    const leaverWallet = devnet.walletClient(leaver.privateKey)
-    const wait = async (hash: Hex) => expect((await devnet.publicClient.waitForTransactionReceipt({ hash })).status).toBe('success')
-    await wait(await leaverWallet.writeContract({ ...escrow, functionName: 'initiateWithdraw', args: [leaverChannel, deposit] }))
-    await createTestClient({ mode: 'anvil', transport: http(devnet.rpcUrl) }).increaseTime({ seconds: Channel.minWithdrawDelay })
-    await devnet.mine()
-    await wait(await leaverWallet.writeContract({ ...escrow, functionName: 'finalizeWithdraw', args: [leaverChannel] }))
-
-    const before = await devnet.usdcBalance(payTo)
-    const [result] = await scheme.claim()
-    expect(result).toMatchObject({ channels: 1, claimed: 2n * price })
-    expect(await devnet.usdcBalance(payTo)).toBe(before + 2n * price)
   })
 })

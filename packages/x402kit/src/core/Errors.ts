@@ -138,6 +138,11 @@ export const Reason = {
   batchClaimAuthorizerSignature: 'invalid_batch_settlement_evm_claim_authorizer_signature',
   /** The refund is not signed by the channel's receiver authorizer (ours). */
   batchRefundAuthorizerSignature: 'invalid_batch_settlement_evm_refund_authorizer_signature',
+  batchChannelBusy: 'invalid_batch_settlement_evm_channel_busy',
+  batchDepositBelowMinDeposit: 'invalid_batch_settlement_evm_deposit_below_min_deposit',
+  batchRefundAmountInvalid: 'invalid_batch_settlement_evm_refund_amount_invalid',
+  /** The seller holds as many channels as it may and opens no more (ours). */
+  batchChannelLimit: 'invalid_batch_settlement_evm_channel_limit',
   // evm exact with EIP-2612 permit (ours)
   permitSignature: 'invalid_exact_evm_permit_signature',
   permitSpenderMismatch: 'invalid_exact_evm_permit_spender_mismatch',

@@ -45,7 +45,21 @@ export type SchemeServer = {
     maxTimeoutSeconds?: number
     extra?: Record<string, unknown>
   }): PaymentRequirements
+  /**
+   * Verifies, in the seller's process, a payment this scheme judges itself (a channel's voucher: a
+   * signature check and a memory update, no facilitator call); `undefined` leaves it to the facilitator.
+   * A valid answer promises nothing yet: `settle` checks again and charges atomically.
+   */
+  verify?(payment: Payment): Promise<LocalVerdict> | undefined
+  /** Settles a payment `verify` took; `undefined` leaves it to the facilitator. */
+  settle?(payment: Payment): Promise<SettleResponse> | undefined
 }
+
+/**
+ * A scheme's own verdict. With `answer`, the payment asks for no resource (a channel's cooperative
+ * refund): the handler does not run, `settle` still does, and `answer` is the JSON body of the reply.
+ */
+export type LocalVerdict = VerifyResponse & { answer?: Record<string, unknown> }
 
 /** The facilitator's part: checks a payment and settles it. */
 export type SchemeFacilitator = {

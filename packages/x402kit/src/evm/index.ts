@@ -23,7 +23,19 @@ export {
   type ClaimResult,
 } from './batch/facilitator.ts'
 export { memoryBatchSettlementStore } from './batch/facilitatorStore.ts'
-export { type BatchSettlementEvmServerOptions, batchSettlementEvmServer } from './batch/server.ts'
+export {
+  type AuthorizerSigner,
+  type BatchSettlementEvmSeller,
+  type BatchSettlementEvmSellerOptions,
+  type BatchSettlementEvmServerOptions,
+  batchSettlementEvmServer,
+  memorySellerChannelStore,
+  type SellerChannelRecord,
+  type SellerChannelStore,
+  type SellerClaimResult,
+  type SqlQueryable,
+  sqlSellerChannelStore,
+} from './batch/server.ts'
 export type { ExactEvmClientOptions } from './exact/client.ts'
 export { exactEvmClient } from './exact/client.ts'
 export * as Eip2612 from './exact/Eip2612.ts'
@@ -32,7 +44,13 @@ export { type ExactEvmFacilitatorConfig, type ExactEvmNetworkConfig, exactEvmFac
 export type { ExactEvmServerOptions } from './exact/server.ts'
 export { exactEvmServer } from './exact/server.ts'
 export * as NonceManager from './NonceManager.ts'
-export { type Backend as RecoverBackend, backend as recoverBackend, InvalidSignatureError, recoverAddress } from './recover.ts'
+export {
+  type Backend as RecoverBackend,
+  backend as recoverBackend,
+  InvalidSignatureError,
+  recoverAddress,
+  recoverPublicKey,
+} from './recover.ts'
 export { type EvmSigner, type EvmSignerSource, toEvmSigner } from './Signer.ts'
 export { signTransactionProof, type TxproofClientConfig, TxproofPaymentError, txproofClient } from './txproof/client.ts'
 export { type TxproofEvmFacilitatorConfig, type TxproofEvmNetworkConfig, txproofEvmFacilitator } from './txproof/facilitator.ts'

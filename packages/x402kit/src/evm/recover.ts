@@ -77,6 +77,30 @@ export function recoverAddress(digest: Hex | Uint8Array, signature: Hex | Uint8A
   return getAddress(`0x${keccak256(publicKey.subarray(1)).slice(-40)}`)
 }
 
+/**
+ * The uncompressed public key (65 bytes) whose key signed `digest`, under the same rules as
+ * `recoverAddress`: for callers that compare against a key they already hold, skipping the address hash.
+ *
+ * @example
+ * ```ts
+ * import { recoverPublicKey } from 'x402kit/evm'
+ * const key = recoverPublicKey(digest, signatureBytes)
+ * ```
+ */
+export function recoverPublicKey(digest: Uint8Array, signature: Uint8Array): Uint8Array {
+  if (digest.length !== 32) throw new BaseError(`A digest is 32 bytes, got ${digest.length}.`, { code: 'invalid_digest' })
+  if (signature.length !== 65) throw new InvalidSignatureError(`A signature is 65 bytes, got ${signature.length}.`)
+  const v = signature[64]!
+  if (v !== 27 && v !== 28 && v !== 0 && v !== 1) throw new InvalidSignatureError(`v is ${v}; it must be 27, 28, 0 or 1.`)
+  if (toBigInt(signature.subarray(32, 64)) > halfN)
+    throw new InvalidSignatureError('s is in the upper half of the curve order (a malleated signature).')
+  try {
+    return (native ?? js)(signature.subarray(0, 64), v >= 27 ? v - 27 : v, digest)
+  } catch (error) {
+    throw new InvalidSignatureError('No public key recovers from this signature.', error)
+  }
+}
+
 function requireNative(): RecoverPublicKey {
   if (!native) throw new BaseError('The native secp256k1 binding did not load.', { hint: 'Use the "js" backend.' })
   return native

@@ -15,7 +15,7 @@ import type { FacilitatorClient, Payment, SettleResponse } from '../core/Facilit
 import { HttpHeader } from '../core/HttpHeader.ts'
 import * as PaymentPayload from '../core/PaymentPayload.ts'
 import * as PaymentRequirements from '../core/PaymentRequirements.ts'
-import type { SchemeServer } from '../core/Scheme.ts'
+import type { LocalVerdict, SchemeServer } from '../core/Scheme.ts'
 import { exactEvmServer } from '../evm/exact/server.ts'
 import { type CredentialGate, type CredentialRequest, type CredentialsConfig, credentialGate } from './credentials.ts'
 import { offersFor, paymentRequired, problem } from './requirements.ts'
@@ -97,10 +97,11 @@ const overrideHeaders = ['x-http-method-override', 'x-http-method', 'x-method-ov
  * ```
  */
 export function createPaywall(config: PaywallConfig): Paywall {
+  const schemes = config.schemes ?? [exactEvmServer()]
   const routes = compileRoutes(config.routes, {
     payTo: config.payTo,
     network: config.network,
-    schemes: config.schemes ?? [exactEvmServer()],
+    schemes,
     audience: config.credentials?.audience,
   })
   const gate = config.credentials && credentialGate(config.credentials)
@@ -204,17 +205,26 @@ export function createPaywall(config: PaywallConfig): Paywall {
     // payer's copies: a proof signed for one resource (txproof) must not buy another.
     const payment: Payment = { payload: { ...payload, resource }, requirements: offer }
 
-    const verdict = await call('verify', route, () => facilitator.verify(payment))
+    // A scheme that judges its own payments (a channel's vouchers) verifies and settles them here, without a facilitator call.
+    const local = schemes.find((scheme) => scheme.scheme === offer.scheme)
+    const verdict = await call('verify', route, () => local?.verify?.(payment) ?? facilitator.verify(payment))
     if (!verdict) return unavailable('verify')
     if (verdict.isValid !== true) return ask(reasonOf(verdict.invalidReason, Reason.unexpectedVerifyError), verdict.invalidMessage)
 
-    const response = await next(request)
+    const answer = local && (verdict as LocalVerdict).answer
+    const response = answer ? Response.json(answer) : await next(request)
     if (response.status >= 400) return response
     // The whole answer is held until settlement succeeds (or, after-response, the payment is queued): nothing of it leaves unpaid.
     const body = await response.arrayBuffer()
     const cap = route.offers[offers.indexOf(offer)]?.maxUnsettled ?? BigInt(offer.amount) * defaults.unsettledPayments
-    const settlement = await call('settle', route, async () =>
-      route.settlement === 'after-response' ? ((await enqueue(payment, cap)) ?? facilitator.settle(payment)) : facilitator.settle(payment),
+    const settlement = await call(
+      'settle',
+      route,
+      async () =>
+        local?.settle?.(payment) ??
+        (route.settlement === 'after-response'
+          ? ((await enqueue(payment, cap)) ?? facilitator.settle(payment))
+          : facilitator.settle(payment)),
     )
     if (!settlement) return unavailable('settle')
     const receiptName = name === HttpHeader.xPayment ? HttpHeader.xPaymentResponse : HttpHeader.paymentResponse

@@ -9,6 +9,17 @@ import * as Money from '../../core/Money.ts'
 import * as Network from '../../core/Network.ts'
 import type { SchemeServer } from '../../core/Scheme.ts'
 import * as Channel from './Channel.ts'
+import { type BatchSettlementEvmSeller, type BatchSettlementEvmSellerOptions, createSeller } from './seller.ts'
+
+export type { BatchSettlementEvmSeller, BatchSettlementEvmSellerOptions, SellerClaimResult } from './seller.ts'
+export type { AuthorizerSigner } from './sellerClaims.ts'
+export {
+  memorySellerChannelStore,
+  type SellerChannelRecord,
+  type SellerChannelStore,
+  type SqlQueryable,
+  sqlSellerChannelStore,
+} from './sellerStore.ts'
 
 export type BatchSettlementEvmServerOptions = {
   /** The address that claims the channel's vouchers: a signer of the facilitator that settles them. */
@@ -20,16 +31,35 @@ export type BatchSettlementEvmServerOptions = {
 }
 
 /**
- * `batch-settlement` on EVM for a resource server.
+ * `batch-settlement` on EVM for a resource server. Given a `facilitator`, the server keeps the channels
+ * and checks each voucher itself (`seller.ts`): no facilitator call per paid request, deposits and
+ * claims through the facilitator. Without one, it only makes offers and the paywall's facilitator
+ * judges every payment.
  *
  * @example
  * ```ts
- * import { batchSettlementEvmServer } from 'x402kit/evm'
- * const channels = batchSettlementEvmServer({ receiverAuthorizer: facilitatorSigner })
- * channels.requirements({ price: '$0.001', network: 'eip155:8453', payTo })
+ * import { batchSettlementEvmServer, sqlSellerChannelStore } from 'x402kit/evm'
+ * import { httpFacilitator } from 'x402kit/facilitator'
+ * const channels = batchSettlementEvmServer({
+ *   receiverAuthorizer: facilitatorSigner,
+ *   facilitator: httpFacilitator('http://localhost:4020'),
+ *   store: sqlSellerChannelStore(db),
+ *   claims: { intervalMs: 60_000, threshold: 10_000_000n },
+ * })
  * ```
  */
-export function batchSettlementEvmServer(options: BatchSettlementEvmServerOptions): SchemeServer {
+export function batchSettlementEvmServer(
+  options: BatchSettlementEvmServerOptions & BatchSettlementEvmSellerOptions,
+): BatchSettlementEvmSeller
+export function batchSettlementEvmServer(options: BatchSettlementEvmServerOptions): SchemeServer
+export function batchSettlementEvmServer(
+  options: BatchSettlementEvmServerOptions & Partial<BatchSettlementEvmSellerOptions>,
+): SchemeServer | BatchSettlementEvmSeller {
+  const offers = offerMaker(options)
+  return options.facilitator ? createSeller(offers, { ...options, facilitator: options.facilitator }) : offers
+}
+
+function offerMaker(options: BatchSettlementEvmServerOptions): SchemeServer {
   if (!isAddress(options.receiverAuthorizer, { strict: false }) || getAddress(options.receiverAuthorizer) === zeroAddress)
     throw new BaseError('batch-settlement needs a receiver authorizer address.', {
       code: 'invalid_config',

@@ -1,0 +1,138 @@
+/**
+ * The seller's hot path of `batch-settlement` on EVM (x402 `specs/schemes/batch-settlement/`): a
+ * voucher for a channel the seller already holds is checked with string compares, two Keccak hashes
+ * and one native secp256k1 recovery — no schema pass over addresses, no EIP-712 type walk, no I/O.
+ */
+import { keccak_256 } from '@noble/hashes/sha3.js'
+import { type Address, encodeAbiParameters, type Hex, hexToBytes, keccak256, toBytes } from 'viem'
+import { recoverAddress, recoverPublicKey } from '../recover.ts'
+import * as Channel from './Channel.ts'
+
+/** What the seller holds of a channel; amounts in the token's atomic units. */
+export type SellerChannel = {
+  /** The channel id, lower-case hex. */
+  readonly id: Hex
+  readonly network: string
+  readonly config: Channel.ChannelConfig
+  /** The config's fields in lower case, joined: a payload naming this channel must carry exactly these. */
+  readonly fingerprint: string
+  /** Who signs the vouchers (payer authorizer, or payer), lower case. */
+  readonly signer: string
+  /** The signer's public key, once a voucher has shown it: later vouchers are compared to it without hashing it. */
+  signerKey?: Uint8Array
+  /** In the escrow, as last deposited through this seller or read. */
+  balance: bigint
+  /** Claimed on chain so far. */
+  totalClaimed: bigint
+  /** The highest voucher accepted: the channel's cumulative charge, and what a claim presents. */
+  charged: bigint
+  signature: Hex | undefined
+  /** When the payer started a withdrawal (seconds), 0 when none. */
+  withdrawRequestedAt: number
+  refundNonce: bigint
+  /** Milliseconds since the epoch of the last paid request. */
+  lastRequestAt: number
+}
+
+/** The config's fields, lower case, in a fixed order; `undefined` when any is not of its wire type. */
+export function fingerprintOf(config: unknown): string | undefined {
+  if (typeof config !== 'object' || config === null) return undefined
+  const { payer, payerAuthorizer, receiver, receiverAuthorizer, token, withdrawDelay, salt } = config as Record<string, unknown>
+  if (
+    typeof payer !== 'string' ||
+    typeof payerAuthorizer !== 'string' ||
+    typeof receiver !== 'string' ||
+    typeof receiverAuthorizer !== 'string' ||
+    typeof token !== 'string' ||
+    typeof withdrawDelay !== 'number' ||
+    typeof salt !== 'string'
+  )
+    return undefined
+  return `${payer}|${payerAuthorizer}|${receiver}|${receiverAuthorizer}|${token}|${withdrawDelay}|${salt}`.toLowerCase()
+}
+
+const voucherTypeHash = keccak256(toBytes('Voucher(bytes32 channelId,uint128 maxClaimableAmount)'), 'bytes')
+const domainTypeHash = keccak256(toBytes('EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)'))
+
+/** The escrow's EIP-712 domain separator on a chain. */
+export function domainSeparator(chainId: number, escrow: Address = Channel.escrowAddress): Uint8Array {
+  return keccak256(
+    encodeAbiParameters(
+      [{ type: 'bytes32' }, { type: 'bytes32' }, { type: 'bytes32' }, { type: 'uint256' }, { type: 'address' }],
+      [domainTypeHash, keccak256(toBytes(Channel.domain.name)), keccak256(toBytes(Channel.domain.version)), BigInt(chainId), escrow],
+    ),
+    'bytes',
+  )
+}
+
+/**
+ * A voucher digest builder over one domain: the same bytes as `Channel.voucherDigest`, from two
+ * Keccak hashes over reused buffers.
+ */
+export function voucherHasher(separator: Uint8Array): (channelId: Hex, maxClaimableAmount: bigint) => Uint8Array {
+  const struct = new Uint8Array(96)
+  struct.set(voucherTypeHash, 0)
+  const message = new Uint8Array(66)
+  message[0] = 0x19
+  message[1] = 0x01
+  message.set(separator, 2)
+  return (channelId, maxClaimableAmount) => {
+    struct.set(hexToBytes(channelId), 32)
+    let value = maxClaimableAmount
+    for (let index = 95; index >= 64; index--) {
+      struct[index] = Number(value & 0xffn)
+      value >>= 8n
+    }
+    message.set(keccak_256(struct), 34)
+    return keccak_256(message)
+  }
+}
+
+/** Whether `signature` over the voucher recovers to `signer` (lower case); false for any malformed signature. */
+export function signedBy(digest: Uint8Array, signature: unknown, signer: string): boolean {
+  if (typeof signature !== 'string' || signature.length !== 132) return false
+  try {
+    return recoverAddress(digest, signature as Hex).toLowerCase() === signer
+  } catch {
+    return false
+  }
+}
+
+const hexSignature = /^0x[0-9a-fA-F]{130}$/
+
+/**
+ * Whether `signature` over the voucher is the channel's signer's: against its public key once one
+ * voucher has shown it (one recovery, no hashing), else by address, keeping the key it shows.
+ */
+export function signedByChannel(digest: Uint8Array, signature: unknown, channel: SellerChannel): boolean {
+  if (typeof signature !== 'string' || !hexSignature.test(signature)) return false
+  const known = channel.signerKey
+  if (!known) {
+    if (!signedBy(digest, signature, channel.signer)) return false
+    channel.signerKey = recoverPublicKey(digest, Buffer.from(signature.slice(2), 'hex'))
+    return true
+  }
+  let key: Uint8Array
+  try {
+    key = recoverPublicKey(digest, Buffer.from(signature.slice(2), 'hex'))
+  } catch {
+    return false
+  }
+  return Buffer.compare(key, known) === 0
+}
+
+const bytes32 = /^0x[0-9a-fA-F]{64}$/
+const uint128 = /^\d{1,39}$/
+const maxUint128 = (1n << 128n) - 1n
+
+/** A voucher's fields as sent, checked for form; `undefined` when malformed. */
+export function readVoucher(voucher: unknown): { channelId: Hex; maxClaimableAmount: bigint; signature: Hex } | undefined {
+  if (typeof voucher !== 'object' || voucher === null) return undefined
+  const { channelId, maxClaimableAmount, signature } = voucher as Record<string, unknown>
+  if (typeof channelId !== 'string' || !bytes32.test(channelId)) return undefined
+  if (typeof maxClaimableAmount !== 'string' || !uint128.test(maxClaimableAmount)) return undefined
+  if (typeof signature !== 'string') return undefined
+  const amount = BigInt(maxClaimableAmount)
+  if (amount > maxUint128) return undefined
+  return { channelId: channelId.toLowerCase() as Hex, maxClaimableAmount: amount, signature: signature as Hex }
+}
