@@ -27,7 +27,7 @@ it('exports', () => {
       "recoverBackend",
       "recoverPublicKey",
       "signTransactionProof",
-      "sqlChannelStore",
+      "sqlSellerChannelStore",
       "toEvmSigner",
       "txproofClient",
       "txproofEvmFacilitator",
