@@ -22,6 +22,9 @@ import { machine, type Report, render, renderChannels, renderPipeline, rps } fro
 import { type Stack, type StackName, setupRetries, startStack } from './stacks.ts'
 
 const quick = process.argv.includes('--quick')
+// The services the bench starts log their requests at info; the report goes to stdout, so only warnings are kept.
+process.env.LOG_LEVEL ??= 'warn'
+
 const pipelineOnly = process.argv.includes('--pipeline-only') || process.env.BENCH_ONLY === 'pipeline'
 const channelsOnly = process.argv.includes('--channels-only') || process.env.BENCH_ONLY === 'channels'
 const envSeconds = positive(process.env.BENCH_SECONDS, 'BENCH_SECONDS')
