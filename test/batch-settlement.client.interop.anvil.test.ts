@@ -5,22 +5,21 @@
  * the canonical address; then gets back what it did not spend by a cooperative refund.
  */
 import { x402Facilitator } from '@x402/core/facilitator'
-import { toFacilitatorEvmSigner } from '@x402/evm'
 import { BatchSettlementEvmScheme as ReferenceFacilitatorScheme } from '@x402/evm/batch-settlement/facilitator'
 import { BatchSettlementEvmScheme as ReferenceServerScheme } from '@x402/evm/batch-settlement/server'
 import { paymentMiddleware, x402ResourceServer } from '@x402/express'
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
 import express from 'express'
-import { type Address, createWalletClient, getAddress, type Hex, http, publicActions } from 'viem'
+import type { Address, Hex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HttpHeader, PaymentPayload } from 'x402kit'
 import { getPaymentResult, wrapFetch } from 'x402kit/client'
 import { Channel } from 'x402kit/evm'
 import { escrowChannel, placeEscrow } from './batch-settlement.client.support.ts'
+import { referenceSigner } from './batch-settlement.seller.support.ts'
 import { type Listening, listen } from './reference.ts'
 
-const MULTICALL3 = '0xcA11bde05977b3631167028862bE2a173976CA11'
 const price = 1_000n
 const requests = 8
 
@@ -35,37 +34,6 @@ let facilitator: x402Facilitator
 let served = 0
 const payloads: { type: string; voucher: { maxClaimableAmount: string }; amount?: string }[] = []
 
-/**
- * The reference facilitator's signer over one key. Anvil has no Multicall3, which the reference reads
- * channel state through, so its `tryAggregate` is answered call by call here.
- */
-function referenceSigner(privateKey: Hex) {
-  const account = privateKeyToAccount(privateKey)
-  const client = createWalletClient({ account, chain: devnet.chain, transport: http(devnet.rpcUrl) }).extend(publicActions)
-  return toFacilitatorEvmSigner({
-    address: account.address,
-    getCode: (args) => client.getCode(args),
-    readContract: async (args) => {
-      if (getAddress(args.address) === MULTICALL3 && args.functionName === 'tryAggregate') {
-        const [, calls] = args.args as [boolean, { target: Address; callData: Hex }[]]
-        return Promise.all(
-          calls.map(({ target, callData }) =>
-            client.call({ to: target, data: callData }).then(
-              ({ data }) => ({ success: true, returnData: data ?? '0x' }),
-              () => ({ success: false, returnData: '0x' }),
-            ),
-          ),
-        )
-      }
-      return client.readContract({ ...args, args: args.args ?? [] } as never)
-    },
-    verifyTypedData: (args) => client.verifyTypedData(args as never),
-    writeContract: (args) => client.writeContract({ ...args, args: args.args ?? [] } as never),
-    sendTransaction: (args) => client.sendTransaction(args),
-    waitForTransactionReceipt: (args) => client.waitForTransactionReceipt(args),
-  })
-}
-
 beforeAll(async () => {
   devnet = await startDevnet({ accounts: 3 })
   ;[payer, relayer, authorizer] = devnet.accounts as [DevnetAccount, DevnetAccount, DevnetAccount]
@@ -74,7 +42,7 @@ beforeAll(async () => {
 
   facilitator = new x402Facilitator().register(
     devnet.network,
-    new ReferenceFacilitatorScheme(referenceSigner(relayer.privateKey), privateKeyToAccount(authorizer.privateKey)) as never,
+    new ReferenceFacilitatorScheme(referenceSigner(devnet, relayer.privateKey), privateKeyToAccount(authorizer.privateKey)) as never,
   )
   const inProcess = {
     verify: (payload: never, requirements: never) => facilitator.verify(payload, requirements),

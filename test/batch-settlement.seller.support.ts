@@ -39,7 +39,7 @@ export async function placeEscrow(devnet: Devnet): Promise<void> {
  * The reference facilitator's signer over one key. Anvil has no Multicall3, which the reference reads
  * channel state through, so its `tryAggregate` is answered call by call here.
  */
-function referenceSigner(devnet: Devnet, privateKey: Hex) {
+export function referenceSigner(devnet: Devnet, privateKey: Hex) {
   const account = privateKeyToAccount(privateKey)
   const client = createWalletClient({ account, chain: devnet.chain, transport: http(devnet.rpcUrl) }).extend(publicActions)
   return toFacilitatorEvmSigner({

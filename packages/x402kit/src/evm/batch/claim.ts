@@ -14,7 +14,7 @@ import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import { authorizes, type ClaimGroup, enqueueClaims, type GroupOutcome, type RowOutcome, simulates } from './claimBatch.ts'
 import type { ActionRecord } from './facilitatorStore.ts'
-import { type ClaimResult, type Context, locked, messageOf, type NetworkState, readChannel, readClaimed, send } from './state.ts'
+import { type ClaimResult, type Context, locked, messageOf, type NetworkState, readChannel, readClaimed, sendAction } from './state.ts'
 
 /**
  * Reads each channel's balance and pending withdrawal again: a payer who started to withdraw is
@@ -295,28 +295,8 @@ export async function sweep(context: Context, state: NetworkState, receiver: Hex
     updatedAt: Date.now(),
   }
   await context.store.putAction(action)
-  let sent: Awaited<ReturnType<typeof send>>
-  try {
-    sent = await send(state, data, state.escrow, (hash) =>
-      context.store.updateAction(action.id, { transaction: hash, updatedAt: Date.now() }),
-    )
-  } catch (error) {
-    await context.store.updateAction(action.id, {
-      status: 'failed',
-      errorReason: Reason.batchSettleTransactionFailed,
-      updatedAt: Date.now(),
-    })
-    return fail(Reason.batchSettleTransactionFailed, `The sweep was not sent: ${messageOf(error)}`)
-  }
-  if (!sent.success) {
-    await context.store.updateAction(action.id, {
-      status: 'failed',
-      errorReason: Reason.batchSettleTransactionFailed,
-      gasUsed: sent.gasUsed,
-      updatedAt: Date.now(),
-    })
-    return fail(Reason.batchSettleTransactionFailed, 'The sweep reverted.', sent.hash)
-  }
+  const { sent, error } = await sendAction(context, state, action.id, data, Reason.batchSettleTransactionFailed)
+  if (error !== undefined) return fail(Reason.batchSettleTransactionFailed, `The sweep ${error}`, sent?.hash)
   const swept = parseEventLogs({ abi: escrowAbi, eventName: 'Settled', logs: sent.logs }).find(
     (log) => isAddressEqual(log.args.receiver, receiver) && isAddressEqual(log.args.token, token),
   )

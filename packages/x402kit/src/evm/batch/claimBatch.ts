@@ -11,7 +11,7 @@ import { Reason } from '../../core/Errors.ts'
 import { escrowAbi } from './abi.ts'
 import type * as Channel from './Channel.ts'
 import type { ActionRecord } from './facilitatorStore.ts'
-import { type ActionEvent, type Context, messageOf, type NetworkState, persist, readChannel, readClaimed, send } from './state.ts'
+import { type ActionEvent, type Context, type NetworkState, persist, readChannel, readClaimed, sendAction } from './state.ts'
 
 /** What became of one claim row. */
 export type RowOutcome = { channelId: Hex; totalClaimed: string; status: 'claimed' | 'refused'; reason?: string; message?: string }
@@ -138,33 +138,14 @@ async function flush(context: Context, state: NetworkState): Promise<void> {
       await context.store.putAction(action)
       const before = new Map<string, bigint>()
       await Promise.all([...sentRows].map(async (row) => before.set(row.channelId, await readClaimed(state, row.channelId))))
-      let sent: Awaited<ReturnType<typeof send>>
-      try {
-        sent = await send(state, transactionData(planned), state.escrow, (hash) =>
-          context.store.updateAction(action.id, { transaction: hash, updatedAt: Date.now() }),
-        )
-      } catch (error) {
-        await context.store.updateAction(action.id, {
-          status: 'failed',
-          errorReason: Reason.batchClaimTransactionFailed,
-          updatedAt: Date.now(),
-        })
-        for (const group of groups)
-          for (const row of group.rows)
-            if (sentRows.has(row)) refuse(group, row, Reason.batchClaimTransactionFailed, `The claim was not sent: ${messageOf(error)}`)
-        return finish(groups, refused, '', 0n)
-      }
+      const { sent, error } = await sendAction(context, state, action.id, transactionData(planned), Reason.batchClaimTransactionFailed)
+      const message = `The claim ${error}`
+      for (const group of error === undefined ? [] : groups)
+        for (const row of group.rows) if (sentRows.has(row)) refuse(group, row, Reason.batchClaimTransactionFailed, message)
+      if (!sent) return finish(groups, refused, '', 0n)
       transaction = sent.hash
       gasUsed = sent.gasUsed
-      if (!sent.success) {
-        await context.store.updateAction(action.id, {
-          status: 'failed',
-          errorReason: Reason.batchClaimTransactionFailed,
-          gasUsed,
-          updatedAt: Date.now(),
-        })
-        for (const group of groups)
-          for (const row of group.rows) if (sentRows.has(row)) refuse(group, row, Reason.batchClaimTransactionFailed, 'The claim reverted.')
+      if (error !== undefined) {
         context.onAction({
           network: state.network,
           kind: 'claim',

@@ -14,7 +14,7 @@ import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import { authorizes, claimCall, learn, simulates, transactionData } from './claimBatch.ts'
 import type { ActionRecord } from './facilitatorStore.ts'
-import { type Context, channelStateExtra, locked, messageOf, persist, readChannel, send, smaller } from './state.ts'
+import { type Context, channelStateExtra, locked, messageOf, persist, readChannel, sendAction, smaller } from './state.ts'
 
 type Refused = { reason: string; message: string }
 
@@ -167,28 +167,8 @@ export async function settleRefund(context: Context, payment: Payment): Promise<
       updatedAt: Date.now(),
     }
     await context.store.putAction(action)
-    let sent: Awaited<ReturnType<typeof send>>
-    try {
-      sent = await send(state, data, state.escrow, (hash) =>
-        context.store.updateAction(action.id, { transaction: hash, updatedAt: Date.now() }),
-      )
-    } catch (error) {
-      await context.store.updateAction(action.id, {
-        status: 'failed',
-        errorReason: Reason.batchRefundTransactionFailed,
-        updatedAt: Date.now(),
-      })
-      return fail(Reason.batchRefundTransactionFailed, `The refund was not sent: ${messageOf(error)}`)
-    }
-    if (!sent.success) {
-      await context.store.updateAction(action.id, {
-        status: 'failed',
-        errorReason: Reason.batchRefundTransactionFailed,
-        gasUsed: sent.gasUsed,
-        updatedAt: Date.now(),
-      })
-      return fail(Reason.batchRefundTransactionFailed, 'The refund reverted.', sent.hash)
-    }
+    const { sent, error } = await sendAction(context, state, action.id, data, Reason.batchRefundTransactionFailed)
+    if (error !== undefined) return fail(Reason.batchRefundTransactionFailed, `The refund ${error}`, sent?.hash)
     const refunded =
       parseEventLogs({ abi: escrowAbi, eventName: 'Refunded', logs: sent.logs }).find((log) => log.args.channelId === channelId)?.args
         .amount ?? 0n

@@ -174,6 +174,41 @@ export function send(
   return run
 }
 
+export type Sent = Awaited<ReturnType<typeof send>>
+
+/**
+ * Sends the transaction of an action already in the store to the escrow: its hash is recorded as soon
+ * as it is known, and a send that throws or reverts is recorded as failed with `reason`. `error` reads
+ * after the action's name: "The sweep was not sent: …", "The claim reverted."
+ */
+export async function sendAction(
+  context: Context,
+  state: NetworkState,
+  actionId: string,
+  data: Hex,
+  reason: string,
+): Promise<{ sent: Sent; error?: undefined } | { sent?: Sent; error: string }> {
+  const failed = (gasUsed?: bigint) =>
+    context.store.updateAction(actionId, {
+      status: 'failed',
+      errorReason: reason,
+      ...(gasUsed !== undefined && { gasUsed }),
+      updatedAt: Date.now(),
+    })
+  let sent: Sent
+  try {
+    sent = await send(state, data, state.escrow, (hash) =>
+      context.store.updateAction(actionId, { transaction: hash, updatedAt: Date.now() }),
+    )
+  } catch (error) {
+    await failed()
+    return { error: `was not sent: ${messageOf(error)}` }
+  }
+  if (sent.success) return { sent }
+  await failed(sent.gasUsed)
+  return { sent, error: 'reverted.' }
+}
+
 /** The channel's balance, total claimed, pending withdrawal and refund nonce, as the escrow has them. */
 export async function readChannel(state: NetworkState, id: Hex) {
   const at = { address: state.escrow, abi: escrowAbi } as const
