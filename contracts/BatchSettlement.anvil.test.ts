@@ -1,9 +1,3 @@
-/**
- * BatchSettlement on a real chain: anvil with Circle's USDC (FiatTokenV2_2), deposits by EIP-3009
- * `receiveWithAuthorization` through Erc3009DepositCollector, and a hostile token for re-entrancy.
- * See BatchSettlement.md for the interface it matches.
- */
-import { toFacilitatorEvmSigner } from '@x402/evm'
 import {
   computeChannelId,
   createBatchSettlementEIP3009DepositPayload,
@@ -15,16 +9,13 @@ import {
   type Abi,
   type Address,
   createTestClient,
-  createWalletClient,
   encodeAbiParameters,
   encodeFunctionData,
-  getAddress,
   type Hex,
   hashTypedData,
   http,
   keccak256,
   parseEventLogs,
-  publicActions,
   type TypedDataDomain,
   toFunctionSelector,
   toHex,
@@ -32,6 +23,7 @@ import {
 } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { referenceSigner } from '../test/batch-settlement.seller.support.ts'
 import {
   batchSettlementAbi,
   batchSettlementBytecode,
@@ -43,7 +35,6 @@ import {
 
 const CANONICAL_BATCH_SETTLEMENT = '0x4020074e9dF2ce1deE5A9C1b5c3f541D02a10003'
 const CANONICAL_ERC3009_COLLECTOR = '0x4020806089470a89826cB9fB1f4059150b550004'
-const MULTICALL3 = '0xcA11bde05977b3631167028862bE2a173976CA11'
 const DELAY = 900 // MIN_WITHDRAW_DELAY
 
 type ChannelConfig = {
@@ -796,7 +787,10 @@ describe('at the canonical address, with the reference client and facilitator', 
     const client = privateKeyToAccount(payer.privateKey)
     const { payload } = await createBatchSettlementEIP3009DepositPayload(client, 2, requirements, config, '100000', '1000')
     const payment = { x402Version: 2, accepted: requirements, payload }
-    const facilitator = new BatchSettlementEvmScheme(referenceSigner(relayer.privateKey), privateKeyToAccount(authorizer.privateKey))
+    const facilitator = new BatchSettlementEvmScheme(
+      referenceSigner(devnet, relayer.privateKey),
+      privateKeyToAccount(authorizer.privateKey),
+    )
     const payerUsdc = await devnet.usdcBalance(payer.address)
 
     expect(await facilitator.verify(payment as never, requirements as never, undefined as never, undefined as never)).toMatchObject({
@@ -831,34 +825,3 @@ describe('at the canonical address, with the reference client and facilitator', 
     expect(await read.receiver(payTo, devnet.usdc, CANONICAL_BATCH_SETTLEMENT)).toEqual({ totalClaimed: 1_000n, totalSettled: 1_000n })
   })
 })
-
-/**
- * The reference facilitator's signer over one key. Anvil has no Multicall3, which the reference reads
- * channel state through, so its `tryAggregate` is answered call by call here.
- */
-function referenceSigner(privateKey: Hex) {
-  const account = privateKeyToAccount(privateKey)
-  const client = createWalletClient({ account, chain: devnet.chain, transport: http(devnet.rpcUrl) }).extend(publicActions)
-  return toFacilitatorEvmSigner({
-    address: account.address,
-    getCode: (args) => client.getCode(args),
-    readContract: async (args) => {
-      if (getAddress(args.address) === MULTICALL3 && args.functionName === 'tryAggregate') {
-        const [, calls] = args.args as [boolean, { target: Address; callData: Hex }[]]
-        return Promise.all(
-          calls.map(({ target, callData }) =>
-            client.call({ to: target, data: callData }).then(
-              ({ data }) => ({ success: true, returnData: data ?? '0x' }),
-              () => ({ success: false, returnData: '0x' }),
-            ),
-          ),
-        )
-      }
-      return client.readContract({ ...args, args: args.args ?? [] } as never)
-    },
-    verifyTypedData: (args) => client.verifyTypedData(args as never),
-    writeContract: (args) => client.writeContract({ ...args, args: args.args ?? [] } as never),
-    sendTransaction: (args) => client.sendTransaction(args),
-    waitForTransactionReceipt: (args) => client.waitForTransactionReceipt(args),
-  })
-}

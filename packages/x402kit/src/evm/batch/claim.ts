@@ -13,8 +13,17 @@ import { recoverAddress } from '../recover.ts'
 import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import { authorizes, type ClaimGroup, enqueueClaims, type GroupOutcome, type RowOutcome, simulates } from './claimBatch.ts'
-import type { ActionRecord } from './facilitatorStore.ts'
-import { type ClaimResult, type Context, locked, messageOf, type NetworkState, readChannel, readClaimed, sendAction } from './state.ts'
+import {
+  type ClaimResult,
+  type Context,
+  locked,
+  messageOf,
+  type NetworkState,
+  openAction,
+  readChannel,
+  readClaimed,
+  sendAction,
+} from './state.ts'
 
 /**
  * Reads each channel's balance and pending withdrawal again: a payer who started to withdraw is
@@ -278,23 +287,16 @@ export async function sweep(context: Context, state: NetworkState, receiver: Hex
   if (due <= 0n) return fail(Reason.batchNothingToSettle, 'Nothing is claimed and unswept for this receiver and token.')
   const data = encodeFunctionData({ abi: escrowAbi, functionName: 'settle', args: [receiver, token] })
   if (!(await simulates(state, data))) return fail(Reason.batchSettleSimulationFailed, 'The sweep would revert.')
-  const action: ActionRecord = {
-    id: crypto.randomUUID(),
+
+  const action = await openAction(context, {
     network,
     kind: 'settle',
-    status: 'open',
-    transaction: undefined,
     channels: [],
     count: 1,
     amount: due,
     receiver,
     token,
-    gasUsed: undefined,
-    errorReason: undefined,
-    createdAt: Date.now(),
-    updatedAt: Date.now(),
-  }
-  await context.store.putAction(action)
+  })
   const { sent, error } = await sendAction(context, state, action.id, data, Reason.batchSettleTransactionFailed)
   if (error !== undefined) return fail(Reason.batchSettleTransactionFailed, `The sweep ${error}`, sent?.hash)
   const swept = parseEventLogs({ abi: escrowAbi, eventName: 'Settled', logs: sent.logs }).find(

@@ -10,8 +10,7 @@ import { encodeFunctionData, type Hex, isAddressEqual } from 'viem'
 import { Reason } from '../../core/Errors.ts'
 import { escrowAbi } from './abi.ts'
 import type * as Channel from './Channel.ts'
-import type { ActionRecord } from './facilitatorStore.ts'
-import { type ActionEvent, type Context, type NetworkState, persist, readChannel, readClaimed, sendAction } from './state.ts'
+import { type ActionEvent, type Context, type NetworkState, openAction, persist, readChannel, readClaimed, sendAction } from './state.ts'
 
 /** What became of one claim row. */
 export type RowOutcome = { channelId: Hex; totalClaimed: string; status: 'claimed' | 'refused'; reason?: string; message?: string }
@@ -119,23 +118,15 @@ async function flush(context: Context, state: NetworkState): Promise<void> {
     let gasUsed = 0n
     const sentRows = new Set(planned.flatMap((call) => call.rows))
     if (planned.length > 0) {
-      const action: ActionRecord = {
-        id: crypto.randomUUID(),
+      const action = await openAction(context, {
         network: state.network,
         kind: 'claim',
-        status: 'open',
-        transaction: undefined,
         channels: [...sentRows].map((row) => ({ channelId: row.channelId, amount: row.claim.totalClaimed })),
         count: sentRows.size,
         amount: 0n,
         receiver: undefined,
         token: undefined,
-        gasUsed: undefined,
-        errorReason: undefined,
-        createdAt: Date.now(),
-        updatedAt: Date.now(),
-      }
-      await context.store.putAction(action)
+      })
       const before = new Map<string, bigint>()
       await Promise.all([...sentRows].map(async (row) => before.set(row.channelId, await readClaimed(state, row.channelId))))
       const { sent, error } = await sendAction(context, state, action.id, transactionData(planned), Reason.batchClaimTransactionFailed)

@@ -13,8 +13,7 @@ import { recoverAddress } from '../recover.ts'
 import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import { authorizes, claimCall, learn, simulates, transactionData } from './claimBatch.ts'
-import type { ActionRecord } from './facilitatorStore.ts'
-import { type Context, channelStateExtra, locked, messageOf, persist, readChannel, sendAction, smaller } from './state.ts'
+import { type Context, channelStateExtra, locked, messageOf, openAction, persist, readChannel, sendAction, smaller } from './state.ts'
 
 type Refused = { reason: string; message: string }
 
@@ -150,23 +149,16 @@ export async function settleRefund(context: Context, payment: Payment): Promise<
     })
     const data = transactionData(calls)
     if (!(await simulates(state, data))) return fail(Reason.batchRefundSimulationFailed, 'The refund would revert.')
-    const action: ActionRecord = {
-      id: crypto.randomUUID(),
+
+    const action = await openAction(context, {
       network,
       kind: 'refund',
-      status: 'open',
-      transaction: undefined,
       channels: [{ channelId, amount }],
       count: 1,
       amount,
       receiver: payload.channelConfig.receiver,
       token: payload.channelConfig.token,
-      gasUsed: undefined,
-      errorReason: undefined,
-      createdAt: Date.now(),
-      updatedAt: Date.now(),
-    }
-    await context.store.putAction(action)
+    })
     const { sent, error } = await sendAction(context, state, action.id, data, Reason.batchRefundTransactionFailed)
     if (error !== undefined) return fail(Reason.batchRefundTransactionFailed, `The refund ${error}`, sent?.hash)
     const refunded =

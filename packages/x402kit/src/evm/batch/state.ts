@@ -23,7 +23,7 @@ import { chainOf } from '../Chain.ts'
 import { escrowAbi } from './abi.ts'
 import * as Channel from './Channel.ts'
 import type { ChannelState } from './check.ts'
-import { type BatchSettlementStore, type ChannelRecord, memoryBatchSettlementStore } from './facilitatorStore.ts'
+import { type ActionRecord, type BatchSettlementStore, type ChannelRecord, memoryBatchSettlementStore } from './facilitatorStore.ts'
 
 export type BatchSettlementEvmNetworkConfig = {
   rpcUrl: string
@@ -172,6 +172,26 @@ export function send(
   })
   state.sending = run.catch(() => undefined)
   return run
+}
+
+/** Writes a new action, `open`, before its transaction is built into a send: a crash after it is reconciled at start. */
+export async function openAction(
+  context: Context,
+  fields: Pick<ActionRecord, 'network' | 'kind' | 'channels' | 'count' | 'amount' | 'receiver' | 'token'>,
+): Promise<ActionRecord> {
+  const now = Date.now()
+  const action: ActionRecord = {
+    id: crypto.randomUUID(),
+    status: 'open',
+    transaction: undefined,
+    gasUsed: undefined,
+    errorReason: undefined,
+    createdAt: now,
+    updatedAt: now,
+    ...fields,
+  }
+  await context.store.putAction(action)
+  return action
 }
 
 export type Sent = Awaited<ReturnType<typeof send>>
