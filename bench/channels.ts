@@ -60,22 +60,28 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
     const base = `http://127.0.0.1:${port}`
     const storeKind = process.env.BENCH_CHANNEL_STORE ?? (process.env.DATABASE_URL ? 'postgres' : 'pglite')
     const store =
-      { postgres: 'PostgreSQL (DATABASE_URL)', pglite: 'PGlite in memory', memory: 'memory only (no durability)' }[storeKind] ?? storeKind
-    seller = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname], {
-      env: {
-        ...process.env,
-        X402_BENCH_ROLE: 'channel-seller',
-        BENCH_CHANNEL_STORE: storeKind,
-        SELLER_PORT: String(port),
-        SELLER_NETWORK: devnet.network,
-        SELLER_USDC: devnet.usdc,
-        SELLER_RECEIVER_AUTHORIZER: authorizer!.address,
-        SELLER_PAY_TO: receiver!.address,
-        FACILITATOR_URL: facilitator.url,
-        SELLER_MIN_DEPOSIT: String(price * BigInt(vouchersPerChannel + 1)),
+      { postgres: 'PostgreSQL (DATABASE_URL)', pglite: 'PGlite in memory, on a worker thread', memory: 'memory only (no durability)' }[
+        storeKind
+      ] ?? storeKind
+    seller = spawn(
+      process.execPath,
+      [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--import', 'tsx', new URL(import.meta.url).pathname],
+      {
+        env: {
+          ...process.env,
+          X402_BENCH_ROLE: 'channel-seller',
+          BENCH_CHANNEL_STORE: storeKind,
+          SELLER_PORT: String(port),
+          SELLER_NETWORK: devnet.network,
+          SELLER_USDC: devnet.usdc,
+          SELLER_RECEIVER_AUTHORIZER: authorizer!.address,
+          SELLER_PAY_TO: receiver!.address,
+          FACILITATOR_URL: facilitator.url,
+          SELLER_MIN_DEPOSIT: String(price * BigInt(vouchersPerChannel + 1)),
+        },
+        stdio: ['ignore', 'inherit', 'inherit'],
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    })
+    )
     await waitReady(base)
 
     // Each channel opens with the reference client's deposit, through our server to the facilitator.
@@ -291,7 +297,7 @@ async function serveSeller(): Promise<void> {
   if (env('BENCH_CHANNEL_STORE') === 'postgres') {
     const pg = (await import('pg')).default
     db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2 })
-  } else if (env('BENCH_CHANNEL_STORE') === 'pglite') db = await (await import('@electric-sql/pglite')).PGlite.create()
+  } else if (env('BENCH_CHANNEL_STORE') === 'pglite') db = await (await import('x402kit/server')).pgliteThread()
   const seller = batchSettlementEvmServer({
     receiverAuthorizer: env('SELLER_RECEIVER_AUTHORIZER'),
     minDeposit: BigInt(env('SELLER_MIN_DEPOSIT')),

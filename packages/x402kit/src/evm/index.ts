@@ -51,6 +51,7 @@ export {
   recoverAddress,
   recoverPublicKey,
 } from './recover.ts'
+export { defaultRecoveryThreads, type RecoveryThreads, recoveryThreads } from './recoverThreads.ts'
 export { type EvmSigner, type EvmSignerSource, toEvmSigner } from './Signer.ts'
 export { signTransactionProof, type TxproofClientConfig, TxproofPaymentError, txproofClient } from './txproof/client.ts'
 export { type TxproofEvmFacilitatorConfig, type TxproofEvmNetworkConfig, txproofEvmFacilitator } from './txproof/facilitator.ts'

@@ -21,20 +21,27 @@ const halfN = n >> 1n
 const js: RecoverPublicKey = (signature, recovery, digest) =>
   secp256k1.Signature.fromBytes(signature, 'compact').addRecoveryBit(recovery).recoverPublicKey(digest).toBytes(false)
 
-function loadNative(): RecoverPublicKey | undefined {
+const require = createRequire(import.meta.url)
+
+// `secp256k1/bindings.js`, not the package main: the main silently falls back to the slow
+// `elliptic` library when the binary does not load, and we would rather fall back to noble.
+function loadNative(): { recover: RecoverPublicKey; path: string } | undefined {
   try {
-    // `secp256k1/bindings.js`, not the package main: the main silently falls back to the slow
-    // `elliptic` library when the binary does not load, and we would rather fall back to noble.
-    const binding = createRequire(import.meta.url)('secp256k1/bindings.js') as {
+    const path = require.resolve('secp256k1/bindings.js')
+    const binding = require(path) as {
       ecdsaRecover(signature: Uint8Array, recovery: number, digest: Uint8Array, compressed: boolean): Uint8Array
     }
-    return (signature, recovery, digest) => binding.ecdsaRecover(signature, recovery, digest, false)
+    return { recover: (signature, recovery, digest) => binding.ecdsaRecover(signature, recovery, digest, false), path }
   } catch {
     return undefined
   }
 }
 
-const native = loadNative()
+const loaded = loadNative()
+const native = loaded?.recover
+
+/** Where the native binding loads from, for worker threads that load it themselves; `undefined` where it does not load. */
+export const nativeBindingPath: string | undefined = loaded?.path
 
 /** The backend `recoverAddress` uses: `'native'` where the binding loaded, else `'js'`. */
 export const backend: Backend = native ? 'native' : 'js'
@@ -62,18 +69,19 @@ export function recoverAddress(digest: Hex | Uint8Array, signature: Hex | Uint8A
   const hash = typeof digest === 'string' ? hexToBytes(digest) : digest
   if (hash.length !== 32) throw new BaseError(`A digest is 32 bytes, got ${hash.length}.`, { code: 'invalid_digest' })
   const bytes = typeof signature === 'string' ? toBytes(signature) : signature
-  if (bytes.length !== 65) throw new InvalidSignatureError(`A signature is 65 bytes, got ${bytes.length}.`)
-  const v = bytes[64]!
-  if (v !== 27 && v !== 28 && v !== 0 && v !== 1) throw new InvalidSignatureError(`v is ${v}; it must be 27, 28, 0 or 1.`)
-  const s = toBigInt(bytes.subarray(32, 64))
-  if (s > halfN) throw new InvalidSignatureError('s is in the upper half of the curve order (a malleated signature).')
+  const { compact, recovery } = signatureParts(bytes)
   const recover = options.backend === 'js' ? js : options.backend === 'native' ? requireNative() : (native ?? js)
   let publicKey: Uint8Array
   try {
-    publicKey = recover(bytes.subarray(0, 64), v >= 27 ? v - 27 : v, hash)
+    publicKey = recover(compact, recovery, hash)
   } catch (error) {
     throw new InvalidSignatureError('No public key recovers from this signature.', error)
   }
+  return addressOfKey(publicKey)
+}
+
+/** The address of an uncompressed public key (65 bytes): the last 20 bytes of the Keccak hash of its point. */
+export function addressOfKey(publicKey: Uint8Array): Address {
   return getAddress(`0x${keccak256(publicKey.subarray(1)).slice(-40)}`)
 }
 
@@ -89,16 +97,25 @@ export function recoverAddress(digest: Hex | Uint8Array, signature: Hex | Uint8A
  */
 export function recoverPublicKey(digest: Uint8Array, signature: Uint8Array): Uint8Array {
   if (digest.length !== 32) throw new BaseError(`A digest is 32 bytes, got ${digest.length}.`, { code: 'invalid_digest' })
+  const { compact, recovery } = signatureParts(signature)
+  try {
+    return (native ?? js)(compact, recovery, digest)
+  } catch (error) {
+    throw new InvalidSignatureError('No public key recovers from this signature.', error)
+  }
+}
+
+/**
+ * A 65-byte `r ‖ s ‖ v` signature as the 64 bytes and recovery id a recovery takes, under the rules
+ * the chain applies: `v` in {27, 28, 0, 1} and `s` in the lower half of the curve order.
+ */
+export function signatureParts(signature: Uint8Array): { compact: Uint8Array; recovery: number } {
   if (signature.length !== 65) throw new InvalidSignatureError(`A signature is 65 bytes, got ${signature.length}.`)
   const v = signature[64]!
   if (v !== 27 && v !== 28 && v !== 0 && v !== 1) throw new InvalidSignatureError(`v is ${v}; it must be 27, 28, 0 or 1.`)
   if (toBigInt(signature.subarray(32, 64)) > halfN)
     throw new InvalidSignatureError('s is in the upper half of the curve order (a malleated signature).')
-  try {
-    return (native ?? js)(signature.subarray(0, 64), v >= 27 ? v - 27 : v, digest)
-  } catch (error) {
-    throw new InvalidSignatureError('No public key recovers from this signature.', error)
-  }
+  return { compact: signature.subarray(0, 64), recovery: v >= 27 ? v - 27 : v }
 }
 
 function requireNative(): RecoverPublicKey {

@@ -4,6 +4,8 @@ it('exports createPaywall from x402kit/server', async () => {
   expect(Object.keys(await import('./index.ts'))).toMatchInlineSnapshot(`
     [
       "createPaywall",
+      "pgliteThread",
+      "SqlThreadError",
       "PaywallConfigError",
       "memoryUseStore",
     ]

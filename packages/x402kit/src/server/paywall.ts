@@ -246,7 +246,11 @@ export function createPaywall(config: PaywallConfig): Paywall {
     headers.set('access-control-expose-headers', exposed.filter(Boolean).join(', '))
     // A paid answer must not be served from a shared cache to the next, unpaying, client.
     headers.set('cache-control', privateCacheControl(headers.get('cache-control')))
-    return new Response(body.byteLength > 0 ? body : null, { status: response.status, statusText: response.statusText, headers })
+    return new Response(body.byteLength > 0 ? new Uint8Array(body) : null, {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    })
   }
 
   /** The credential path: no facilitator, no chain; a use counted is given back when the handler fails. */

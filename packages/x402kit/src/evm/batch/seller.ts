@@ -14,6 +14,7 @@ import { Reason } from '../../core/Errors.ts'
 import type { FacilitatorClient, Payment, SettleResponse, VerifyResponse } from '../../core/Facilitator.ts'
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
 import type { LocalVerdict, SchemeServer } from '../../core/Scheme.ts'
+import { recoveryThreads } from '../recoverThreads.ts'
 import * as Channel from './Channel.ts'
 import { binding } from './check.ts'
 import { type AuthorizerSigner, type Operations, submitClaim, submitRefund, submitSweep } from './sellerClaims.ts'
@@ -66,6 +67,11 @@ export type BatchSettlementEvmSellerOptions = {
   escrow?: Address
   /** Faults of background work (commits, claims, refunds). Default `console.error`. */
   onError?: (error: unknown) => void
+  /**
+   * Worker threads that recover voucher signatures, off the event loop. Default 1 where the machine
+   * has more than one core and the native secp256k1 binding loads, else 0 (on the event loop).
+   */
+  recoveryThreads?: number
 }
 
 /** What one round of claims did on a network. */
@@ -120,6 +126,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
   const refunds = new WeakMap<Payment, { channel: SellerChannel; amount: bigint }>()
   const hashers = new Map<string, ReturnType<typeof voucherHasher>>()
   const locks = new Map<string, Promise<unknown>>()
+  const recovery = recoveryThreads({ threads: options.recoveryThreads })
   let lookups = 0
   let unclaimed = 0n
 
@@ -234,7 +241,14 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     const payer = channel.config.payer
     const terms = offerRefusal(channel, requirements)
     if (terms) return refuse(terms.reason, terms.message, payer)
-    if (!signedByChannel(hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount), voucher.signature, channel))
+    if (
+      !(await signedByChannel(
+        hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount),
+        voucher.signature,
+        channel,
+        recovery,
+      ))
+    )
       return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", payer)
     const price = BigInt(requirements.amount)
     const refusal = chargeRefusal(channel, voucher.maxClaimableAmount, price)
@@ -316,7 +330,14 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       return refuse(Reason.batchChannelIdMismatch, 'The channel config is not the one the channel id names.', channelConfig.payer)
     const terms = offerRefusal(channel, payment.requirements)
     if (terms) return refuse(terms.reason, terms.message, channelConfig.payer)
-    if (!signedByChannel(hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount), voucher.signature, channel))
+    if (
+      !(await signedByChannel(
+        hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount),
+        voucher.signature,
+        channel,
+        recovery,
+      ))
+    )
       return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", channelConfig.payer)
     if (voucher.maxClaimableAmount !== channel.charged)
       return refuse(
@@ -633,7 +654,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     flush: () => journal.flushed(),
     async close() {
       for (const timer of timers) clearInterval(timer)
-      await journal.close()
+      await Promise.all([journal.close(), recovery.close()])
     },
   }
 }

@@ -2,7 +2,9 @@ import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
 import { type Hex, zeroAddress } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { pgliteThread } from '../../server/pgliteThread.ts'
+import { recoveryThreads } from '../recoverThreads.ts'
 import * as Channel from './Channel.ts'
 import {
   memorySellerChannelStore,
@@ -62,7 +64,9 @@ describe('the voucher hasher', () => {
 })
 
 describe('a channel signer check with the public key kept', () => {
-  it('learns the key from the first good voucher and refuses another signer after it', async () => {
+  it.each([0, 1])('learns the key from the first good voucher and refuses another signer after it (%i threads)', async (threads) => {
+    const recovery = recoveryThreads({ threads })
+    onTestFinished(() => recovery.close())
     const id = Channel.id(config, 84532)
     const hash = voucherHasher(domainSeparator(84532))
     const sign = (account: typeof payer, amount: bigint) =>
@@ -75,20 +79,28 @@ describe('a channel signer check with the public key kept', () => {
     const channel = { signer: payer.address.toLowerCase(), fingerprint: fingerprintOf(config) } as SellerChannel
     const stranger = privateKeyToAccount(generatePrivateKey())
     // Before the key is known, a stranger's signature fails by address and teaches nothing.
-    expect(signedByChannel(hash(id, 1n), await sign(stranger, 1n), channel)).toBe(false)
+    expect(await signedByChannel(hash(id, 1n), await sign(stranger, 1n), channel, recovery)).toBe(false)
     expect(channel.signerKey).toBeUndefined()
-    expect(signedByChannel(hash(id, 2n), await sign(payer, 2n), channel)).toBe(true)
+    expect(await signedByChannel(hash(id, 2n), await sign(payer, 2n), channel, recovery)).toBe(true)
     expect(channel.signerKey).toHaveLength(65)
-    expect(signedByChannel(hash(id, 3n), await sign(payer, 3n), channel)).toBe(true)
-    expect(signedByChannel(hash(id, 4n), await sign(stranger, 4n), channel)).toBe(false)
-    expect(signedByChannel(hash(id, 5n), await sign(payer, 4n), channel)).toBe(false)
-    expect(signedByChannel(hash(id, 5n), '0x1234', channel)).toBe(false)
+    expect(await signedByChannel(hash(id, 3n), await sign(payer, 3n), channel, recovery)).toBe(true)
+    expect(await signedByChannel(hash(id, 4n), await sign(stranger, 4n), channel, recovery)).toBe(false)
+    expect(await signedByChannel(hash(id, 5n), await sign(payer, 4n), channel, recovery)).toBe(false)
+    expect(await signedByChannel(hash(id, 5n), '0x1234', channel, recovery)).toBe(false)
   })
 })
 
 const pools: { end(): Promise<void> }[] = []
 const stores: { name: string; open(): Promise<SqlQueryable> }[] = [
   { name: 'PGlite', open: async () => PGlite.create() },
+  {
+    name: 'PGlite on a thread',
+    async open() {
+      const db = await pgliteThread()
+      pools.push({ end: () => db.close() })
+      return db
+    },
+  },
   ...(process.env.DATABASE_URL
     ? [
         {
@@ -105,7 +117,7 @@ const stores: { name: string; open(): Promise<SqlQueryable> }[] = [
 const made: { db: SqlQueryable; table: string }[] = []
 afterAll(async () => {
   for (const { db, table } of made) await db.query(`DROP TABLE IF EXISTS ${table}`)
-  for (const pool of pools) await pool.end()
+  for (const pool of pools.splice(0)) await pool.end()
 })
 
 const suites: { name: string; store(): Promise<SellerChannelStore> }[] = [

@@ -1,11 +1,12 @@
 /**
  * The seller's hot path of `batch-settlement` on EVM (x402 `specs/schemes/batch-settlement/`): a
  * voucher for a channel the seller already holds is checked with string compares, two Keccak hashes
- * and one native secp256k1 recovery — no schema pass over addresses, no EIP-712 type walk, no I/O.
+ * and one native secp256k1 recovery (on a worker thread where there is one) — no schema pass over addresses, no EIP-712 type walk, no I/O.
  */
 import { keccak_256 } from '@noble/hashes/sha3.js'
 import { type Address, encodeAbiParameters, type Hex, hexToBytes, keccak256, toBytes } from 'viem'
-import { recoverAddress, recoverPublicKey } from '../recover.ts'
+import { addressOfKey, recoverAddress } from '../recover.ts'
+import type { RecoveryThreads } from '../recoverThreads.ts'
 import * as Channel from './Channel.ts'
 
 /** What the seller holds of a channel; amounts in the token's atomic units. */
@@ -101,24 +102,29 @@ export function signedBy(digest: Uint8Array, signature: unknown, signer: string)
 const hexSignature = /^0x[0-9a-fA-F]{130}$/
 
 /**
- * Whether `signature` over the voucher is the channel's signer's: against its public key once one
- * voucher has shown it (one recovery, no hashing), else by address, keeping the key it shows.
+ * Whether `signature` over the voucher is the channel's signer's. The key is recovered by `recovery`
+ * (off the event loop where it has threads), then compared to the key an earlier voucher showed, or
+ * for the first voucher by address, keeping the key it shows.
  */
-export function signedByChannel(digest: Uint8Array, signature: unknown, channel: SellerChannel): boolean {
+export async function signedByChannel(
+  digest: Uint8Array,
+  signature: unknown,
+  channel: SellerChannel,
+  recovery: RecoveryThreads,
+): Promise<boolean> {
   if (typeof signature !== 'string' || !hexSignature.test(signature)) return false
-  const known = channel.signerKey
-  if (!known) {
-    if (!signedBy(digest, signature, channel.signer)) return false
-    channel.signerKey = recoverPublicKey(digest, Buffer.from(signature.slice(2), 'hex'))
-    return true
-  }
-  let key: Uint8Array
+  let key: Uint8Array | undefined
   try {
-    key = recoverPublicKey(digest, Buffer.from(signature.slice(2), 'hex'))
+    key = await recovery.recover(digest, Buffer.from(signature.slice(2), 'hex'))
   } catch {
     return false
   }
-  return Buffer.compare(key, known) === 0
+  if (!key) return false
+  const known = channel.signerKey
+  if (known) return Buffer.compare(key, known) === 0
+  if (addressOfKey(key).toLowerCase() !== channel.signer) return false
+  channel.signerKey = Uint8Array.from(key)
+  return true
 }
 
 const bytes32 = /^0x[0-9a-fA-F]{64}$/

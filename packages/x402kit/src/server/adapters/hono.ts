@@ -23,7 +23,14 @@ export function paywall(config: PaywallConfig): MiddlewareHandler {
   return async (c, next) => {
     if (!core.covers(c.req.raw)) return next()
     // What middleware in front set so far (CORS headers, say): kept on a 402, unlike the handler's headers.
+    const untouched = !c.finalized
     const outer = new Headers(c.res.headers)
+    // Reading `c.res` left a response in place; Hono would merge it into the handler's answer by
+    // re-wrapping that answer's body as a stream. Headers set with `c.header()` stay prepared either way.
+    if (untouched) {
+      c.res = undefined
+      c.finalized = false
+    }
     let downstream: Response | undefined
     const response = await core.handle(c.req.raw, async () => {
       await next()
