@@ -82,7 +82,7 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
         stdio: ['ignore', 'inherit', 'inherit'],
       },
     )
-    await waitReady(base)
+    await waitReady(base, seller)
 
     // Each channel opens with the reference client's deposit, through our server to the facilitator.
     progress(`channels: opening ${channels + 1} channels (one deposit each)`)
@@ -262,9 +262,11 @@ async function freePort(): Promise<number> {
   })
 }
 
-async function waitReady(base: string): Promise<void> {
+async function waitReady(base: string, child: ChildProcess): Promise<void> {
   const deadline = Date.now() + 180_000
   for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`bench: the channel seller exited (${child.exitCode ?? child.signalCode}) before it was ready`)
     const ready = await fetch(`${base}/ready`).then(
       (response) => response.ok,
       () => false,

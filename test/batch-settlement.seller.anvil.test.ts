@@ -5,6 +5,7 @@
  * reference facilitator's `/settle` and land on chain; channel state outlives a restart in PGlite.
  */
 import { PGlite } from '@electric-sql/pglite'
+import { toClientEvmSigner } from '@x402/evm'
 import { BatchSettlementEvmScheme, computeChannelId, signVoucher } from '@x402/evm/batch-settlement/client'
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch'
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
@@ -96,11 +97,21 @@ afterAll(async () => {
   await devnet?.stop()
 })
 
-const referencePay = (key: Hex) =>
+/** The reference client; `reading` gives it the chain to read, which it needs to take a server's corrective 402. */
+const referencePay = (key: Hex, options: { reading?: boolean } = {}) =>
   wrapFetchWithPaymentFromConfig(
     (async (input: RequestInfo | URL, init?: RequestInit) => app.request(new Request(input, init))) as typeof fetch,
     {
-      schemes: [{ network: 'eip155:*', client: new BatchSettlementEvmScheme(privateKeyToAccount(key) as never) }],
+      schemes: [
+        {
+          network: 'eip155:*',
+          client: new BatchSettlementEvmScheme(
+            (options.reading
+              ? toClientEvmSigner(privateKeyToAccount(key) as never, devnet.publicClient as never)
+              : privateKeyToAccount(key)) as never,
+          ),
+        },
+      ],
       spendControls: { allowedAssets: [{ network: devnet.network, asset: devnet.usdc }] },
     } as never,
   )
@@ -181,6 +192,34 @@ describe('the reference client pays our seller; the reference facilitator settle
       expect(errorOf(response), name).toBe(reason)
       expect(await response.text(), name).not.toContain('usd')
     }
+    // A payer who miscounted is told where the server's count is, with the voucher it holds; nobody else is.
+    const corrective = (response: Response) => PaymentRequired.decode(response.headers.get(HttpHeader.paymentRequired)!).accepts[0]!.extra
+    for (const [name, { response }, reason] of cases) {
+      const extra = corrective(response)
+      if (
+        !([Reason.batchCumulativeBelowClaimed, Reason.batchVoucherAlreadyUsed, Reason.batchCumulativeAmountMismatch] as string[]).includes(
+          reason,
+        )
+      ) {
+        expect(extra?.channelState, name).toBeUndefined()
+        expect(extra?.voucherState, name).toBeUndefined()
+        continue
+      }
+      expect(extra?.channelState, name).toEqual({
+        channelId: id(),
+        balance: deposit.toString(),
+        totalClaimed: '0',
+        withdrawRequestedAt: 0,
+        refundNonce: '0',
+        chargedCumulativeAmount: charged.toString(),
+      })
+      const held = extra?.voucherState as { signedMaxClaimable: string; signature: Hex }
+      expect(held.signedMaxClaimable, name).toBe(charged.toString())
+      expect(
+        Channel.recoverVoucherSigner({ channelId: id(), maxClaimableAmount: charged, signature: held.signature }, devnet.chainId),
+        name,
+      ).toBe(payer.address)
+    }
     const malformed = await app.request('http://localhost/quote', {
       headers: {
         [HttpHeader.paymentSignature]: PaymentPayload.encode({
@@ -220,6 +259,17 @@ describe('the reference client pays our seller; the reference facilitator settle
     expect(errorOf(refused)).toBe(Reason.batchVoucherAlreadyUsed)
     expect(await refused.text()).not.toContain('usd')
     expect(seller.channel(id())?.charged).toBe(charged + price)
+  })
+
+  it('a reference client that lost its store picks up from our corrective 402 and pays only the next increment', async () => {
+    const charged = seller.channel(id())!.charged
+    const before = served
+    // A new reference client keeps its channels in memory: it starts knowing nothing of this one.
+    const response = await referencePay(payer.privateKey, { reading: true })('http://localhost/quote')
+    expect(response.status).toBe(200)
+    expect(served).toBe(before + 1)
+    expect(seller.channel(id())?.charged).toBe(charged + price)
+    expect(await onChain(id())).toEqual({ balance: deposit, totalClaimed: 0n })
   })
 
   it('holds nothing for vouchers on unfunded or unknown channels, and bounds the look-ups', async () => {

@@ -6,7 +6,7 @@
  */
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
 import { Hono } from 'hono'
-import type { Address } from 'viem'
+import type { Address, Hex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type Asset, type FacilitatorClient, HttpHeader, PaymentPayload } from 'x402kit'
@@ -29,6 +29,8 @@ let payTo: Address
 let seller: BatchSettlementEvmSeller
 let app: Hono
 let served = 0
+/** The channel of the replay test's payer, which the next test's client forgets. */
+let replayedChannel: Hex | undefined
 /** The payload types our facilitator was asked to verify and to settle, in order. */
 const seen: { verify: string[]; settle: string[] } = { verify: [], settle: [] }
 
@@ -135,5 +137,20 @@ describe('our client, our seller, our facilitator', () => {
     expect(served).toBe(servedBefore)
     const [channel] = await pay.channels.list()
     expect(seller.channel(channel!.id)).toMatchObject({ charged: 3n * price })
+    replayedChannel = channel!.id
+  })
+
+  it("a client that lost its store picks up from the seller's corrective 402, paying only the next increment", async () => {
+    const account = privateKeyToAccount(devnet.accounts[2]!.privateKey)
+    const id = replayedChannel!
+    const before = { escrow: await escrowChannel(devnet, id), charged: seller.channel(id)!.charged, served }
+    // A new client with an empty store and no chain to read: only the seller can tell it the count.
+    const pay = wrapFetch(shop as typeof fetch, { account, budget: { perRequest: '$0.01' }, channels: { deposit: { atomic: deposit } } })
+    const response = await pay(url)
+    expect(response.status).toBe(200)
+    expect(served).toBe(before.served + 1)
+    expect(seller.channel(id)?.charged).toBe(before.charged + price)
+    expect(getPaymentResult(response)?.channel?.voucher).toBe(String(before.charged + price))
+    expect(await escrowChannel(devnet, id)).toEqual(before.escrow)
   })
 })

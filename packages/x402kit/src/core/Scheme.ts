@@ -58,8 +58,10 @@ export type SchemeServer = {
 /**
  * A scheme's own verdict. With `answer`, the payment asks for no resource (a channel's cooperative
  * refund): the handler does not run, `settle` still does, and `answer` is the JSON body of the reply.
+ * With `offerExtra` on a refusal, the 402 adds those fields to the `extra` of the offer the payment
+ * chose (a channel's state, so that a payer who lost count can pick up where the server is).
  */
-export type LocalVerdict = VerifyResponse & { answer?: Record<string, unknown> }
+export type LocalVerdict = VerifyResponse & { answer?: Record<string, unknown>; offerExtra?: Record<string, unknown> }
 
 /** The facilitator's part: checks a payment and settles it. */
 export type SchemeFacilitator = {

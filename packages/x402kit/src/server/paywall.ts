@@ -209,7 +209,15 @@ export function createPaywall(config: PaywallConfig): Paywall {
     const local = schemes.find((scheme) => scheme.scheme === offer.scheme)
     const verdict = await call('verify', route, () => local?.verify?.(payment) ?? facilitator.verify(payment))
     if (!verdict) return unavailable('verify')
-    if (verdict.isValid !== true) return ask(reasonOf(verdict.invalidReason, Reason.unexpectedVerifyError), verdict.invalidMessage)
+    if (verdict.isValid !== true) {
+      const extra = local && (verdict as LocalVerdict).offerExtra
+      const corrected =
+        extra && offers.map((candidate) => (candidate === offer ? { ...candidate, extra: { ...candidate.extra, ...extra } } : candidate))
+      const error = reasonOf(verdict.invalidReason, Reason.unexpectedVerifyError)
+      return corrected
+        ? paymentRequired({ resource, offers: corrected, error, message: verdict.invalidMessage })
+        : ask(error, verdict.invalidMessage)
+    }
 
     const answer = local && (verdict as LocalVerdict).answer
     const response = answer ? Response.json(answer) : await next(request)

@@ -396,7 +396,10 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
     const chainId = Network.chainId(record.network)
     // The reference server reports its count with the voucher it holds; that voucher must be one we signed.
     const state = accepts.find((offer) => offer.scheme === Channel.scheme)?.extra as
-      | { channelState?: { chargedCumulativeAmount?: unknown }; voucherState?: { signedMaxClaimable?: unknown; signature?: unknown } }
+      | {
+          channelState?: { chargedCumulativeAmount?: unknown; balance?: unknown }
+          voucherState?: { signedMaxClaimable?: unknown; signature?: unknown }
+        }
       | undefined
     const reported = state?.channelState?.chargedCumulativeAmount
     const held = state?.voucherState?.signedMaxClaimable
@@ -416,6 +419,9 @@ export function batchSettlementEvmClient(signer: EvmSigner, options: BatchSettle
       if (holder && isAddressEqual(holder, signer.address) && count <= BigInt(held) && count >= record.charged) {
         record.charged = count
         if (BigInt(held) > record.signed) record.signed = BigInt(held)
+        // The balance it reports spares a second deposit; overstated, it only lets vouchers through that no claim can cash.
+        const balance = state?.channelState?.balance
+        if (typeof balance === 'string' && /^\d{1,39}$/.test(balance) && BigInt(balance) > record.balance) record.balance = BigInt(balance)
         return true
       }
       return false

@@ -225,7 +225,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     return undefined
   }
 
-  async function verify(payment: Payment): Promise<VerifyResponse> {
+  async function verify(payment: Payment): Promise<LocalVerdict> {
     if (!loaded) await ready()
     const { requirements } = payment
     const raw = payment.payload.payload as { type?: unknown; voucher?: unknown; channelConfig?: unknown }
@@ -252,7 +252,8 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", payer)
     const price = BigInt(requirements.amount)
     const refusal = chargeRefusal(channel, voucher.maxClaimableAmount, price)
-    if (refusal) return refuse(refusal.reason, refusal.message, payer)
+    // Only to the payer (the signature is its): where the server's count is, and the voucher behind it.
+    if (refusal) return { ...refuse(refusal.reason, refusal.message, payer), ...(miscounted.has(refusal.reason) && correction(channel)) }
     verified.set(payment, { channel, maxClaimableAmount: voucher.maxClaimableAmount, signature: voucher.signature, price })
     return { isValid: true, payer }
   }
@@ -292,7 +293,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     return verify(payment)
   }
 
-  async function verifyDeposit(payment: Payment): Promise<VerifyResponse> {
+  async function verifyDeposit(payment: Payment): Promise<LocalVerdict> {
     const parsed = Channel.depositPayload.safeParse(payment.payload.payload)
     if (!parsed.success) return refuse(Reason.invalidPayload, parsed.error.issues[0]?.message ?? 'The payload is malformed.')
     const payload = parsed.data
@@ -312,7 +313,19 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
         BigInt(payment.requirements.amount),
         payload.deposit.amount,
       )
-      if (refusal) return refuse(refusal.reason, refusal.message, payer)
+      if (refusal) {
+        // A payer that lost its channel opens it again; its own signature earns it the server's count.
+        const { voucher } = payload
+        const own =
+          miscounted.has(refusal.reason) &&
+          (await signedByChannel(
+            hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount),
+            voucher.signature,
+            channel,
+            recovery,
+          ))
+        return { ...refuse(refusal.reason, refusal.message, payer), ...(own && correction(channel)) }
+      }
     }
     const answer = await facilitator.verify(payment)
     if (answer.isValid === true) deposits.set(payment, payload)
@@ -390,18 +403,14 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       network: channel.network,
       payer: channel.config.payer,
       amount: price.toString(),
-      extra: {
-        chargedAmount: price.toString(),
-        channelState: {
-          channelId: channel.id,
-          balance: channel.balance.toString(),
-          totalClaimed: channel.totalClaimed.toString(),
-          withdrawRequestedAt: channel.withdrawRequestedAt,
-          refundNonce: channel.refundNonce.toString(),
-          chargedCumulativeAmount: channel.charged.toString(),
-        },
-      },
+      extra: { chargedAmount: price.toString(), channelState: channelState(channel) },
     }
+  }
+
+  /** The corrective state a 402 carries in the offer's `extra`, in the reference server's shape. */
+  function correction(channel: SellerChannel): { offerExtra: Record<string, unknown> } {
+    const voucherState = channel.signature && { signedMaxClaimable: channel.charged.toString(), signature: channel.signature }
+    return { offerExtra: { channelState: channelState(channel), ...(voucherState && { voucherState }) } }
   }
 
   const failure = (network: string, reason: string, message: string, transaction = ''): SettleResponse => ({
@@ -656,6 +665,24 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       for (const timer of timers) clearInterval(timer)
       await Promise.all([journal.close(), recovery.close()])
     },
+  }
+}
+
+/** Refusals of a voucher whose payer has lost count of what the channel was charged. */
+const miscounted = new Set<string>([
+  Reason.batchVoucherAlreadyUsed,
+  Reason.batchCumulativeBelowClaimed,
+  Reason.batchCumulativeAmountMismatch,
+])
+
+function channelState(channel: SellerChannel) {
+  return {
+    channelId: channel.id,
+    balance: channel.balance.toString(),
+    totalClaimed: channel.totalClaimed.toString(),
+    withdrawRequestedAt: channel.withdrawRequestedAt,
+    refundNonce: channel.refundNonce.toString(),
+    chargedCumulativeAmount: channel.charged.toString(),
   }
 }
 
