@@ -53,6 +53,8 @@ export type SchemeServer = {
   verify?(payment: Payment): Promise<LocalVerdict> | undefined
   /** Settles a payment `verify` took; `undefined` leaves it to the facilitator. */
   settle?(payment: Payment): Promise<SettleResponse> | undefined
+  /** Told that a payment `verify` took will not be settled (the handler failed): whatever it holds for it goes. */
+  release?(payment: Payment): void
 }
 
 /**

@@ -220,10 +220,20 @@ export function createPaywall(config: PaywallConfig): Paywall {
     }
 
     const answer = local && (verdict as LocalVerdict).answer
-    const response = answer ? Response.json(answer) : await next(request)
-    if (response.status >= 400) return response
-    // The whole answer is held until settlement succeeds (or, after-response, the payment is queued): nothing of it leaves unpaid.
-    const body = await response.arrayBuffer()
+    let response: Response
+    let body: ArrayBuffer
+    try {
+      response = answer ? Response.json(answer) : await next(request)
+      // The whole answer is held until settlement succeeds (or, after-response, the payment is queued): nothing of it leaves unpaid.
+      body = response.status >= 400 ? new ArrayBuffer(0) : await response.arrayBuffer()
+    } catch (error) {
+      local?.release?.(payment)
+      throw error
+    }
+    if (response.status >= 400) {
+      local?.release?.(payment)
+      return response
+    }
     const cap = route.offers[offers.indexOf(offer)]?.maxUnsettled ?? BigInt(offer.amount) * defaults.unsettledPayments
     const settlement = await call(
       'settle',

@@ -1,7 +1,8 @@
 import { Hono } from 'hono'
 import type { Hex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { Reason } from '../../core/Errors.ts'
 import { HttpHeader } from '../../core/HttpHeader.ts'
 import * as Network from '../../core/Network.ts'
 import * as PaymentPayload from '../../core/PaymentPayload.ts'
@@ -84,7 +85,14 @@ async function setUp(durability: { mode?: 'batched' | 'strict'; intervalMs?: num
       routes: { 'GET /paid': { price: { atomic: '1000' }, scheme: 'batch-settlement', asset: usdc } },
     }),
   )
-  app.get('/paid', (c) => c.json({ ok: true }))
+  let failures = 0
+  app.get('/paid', (c) => {
+    if (failures > 0) {
+      failures--
+      return c.json({ error: 'upstream down' }, 502)
+    }
+    return c.json({ ok: true })
+  })
   const offer = PaymentRequired.decode((await app.request('http://localhost/paid')).headers.get(HttpHeader.paymentRequired)!).accepts[0]!
   const pay = async (amount: bigint) => {
     const signature = await payer.signTypedData({
@@ -100,7 +108,31 @@ async function setUp(durability: { mode?: 'batched' | 'strict'; intervalMs?: num
     } as never)
     return app.request('http://localhost/paid', { headers: { [HttpHeader.paymentSignature]: header } })
   }
-  return { store, pay }
+  const payment = (amount: bigint, signature: Hex) => ({
+    payload: {
+      x402Version: 2,
+      accepted: offer,
+      resource: { url: 'http://localhost/paid' },
+      payload: { type: 'voucher', channelConfig: config, voucher: { channelId: id, maxClaimableAmount: amount.toString(), signature } },
+    },
+    requirements: offer,
+  })
+  const sign = (amount: bigint) =>
+    payer.signTypedData({
+      domain: Channel.domainOf(84532),
+      types: Channel.types,
+      primaryType: 'Voucher',
+      message: { channelId: id, maxClaimableAmount: amount },
+    })
+  return {
+    store,
+    pay,
+    failNext: (count: number) => {
+      failures = count
+    },
+    payment,
+    sign,
+  }
 }
 
 describe('the seller writes channels behind', () => {
@@ -124,5 +156,48 @@ describe('the seller writes channels behind', () => {
     expect(lags).toEqual([1n, 2n, 0n, 1n, 2n, 0n, 1n, 2n, 0n])
     await seller!.flush()
     expect(store.records.get(id)?.charged).toBe(9_000n)
+  })
+})
+
+describe('one request at a time per channel', () => {
+  it('refuses a voucher while another on its channel is being served, and takes the next once it is answered', async () => {
+    const { pay, payment, sign } = await setUp({})
+    const first = payment(1_000n, await sign(1_000n))
+    expect(await seller!.verify(first as never)).toMatchObject({ isValid: true })
+    const second = payment(2_000n, await sign(2_000n))
+    expect(await seller!.verify(second as never)).toMatchObject({ isValid: false, invalidReason: Reason.batchChannelBusy })
+    expect(await seller!.settle(first as never)).toMatchObject({ success: true })
+    expect((await pay(2_000n)).status).toBe(200)
+    expect(seller!.channel(id)?.charged).toBe(2_000n)
+  })
+
+  it('frees the channel when the handler fails, charging nothing for it', async () => {
+    const { pay, failNext } = await setUp({})
+    failNext(1)
+    expect((await pay(1_000n)).status).toBe(502)
+    expect(seller!.channel(id)?.charged).toBe(0n)
+    // The same voucher, sent again, is served: the failed request neither charged it nor holds the channel.
+    expect((await pay(1_000n)).status).toBe(200)
+    expect(seller!.channel(id)?.charged).toBe(1_000n)
+  })
+
+  it('takes a request left unanswered for two minutes as abandoned', async () => {
+    const { payment, sign } = await setUp({})
+    vi.useFakeTimers({ toFake: ['Date'] })
+    try {
+      const first = payment(1_000n, await sign(1_000n))
+      expect(await seller!.verify(first as never)).toMatchObject({ isValid: true })
+      const second = payment(2_000n, await sign(2_000n))
+      vi.setSystemTime(Date.now() + 119_000)
+      expect(await seller!.verify(second as never)).toMatchObject({ invalidReason: Reason.batchChannelBusy })
+      vi.setSystemTime(Date.now() + 2_000)
+      expect(await seller!.verify(second as never)).toMatchObject({ isValid: true })
+      expect(await seller!.settle(second as never)).toMatchObject({ success: true })
+      // The abandoned one is charged no more: the channel has moved past it.
+      expect(await seller!.settle(first as never)).toMatchObject({ success: false })
+      expect(seller!.channel(id)?.charged).toBe(2_000n)
+    } finally {
+      vi.useRealTimers()
+    }
   })
 })

@@ -254,6 +254,11 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     const refusal = chargeRefusal(channel, voucher.maxClaimableAmount, price)
     // Only to the payer (the signature is its): where the server's count is, and the voucher behind it.
     if (refusal) return { ...refuse(refusal.reason, refusal.message, payer), ...(miscounted.has(refusal.reason) && correction(channel)) }
+    // One request at a time per channel, as the reference server has it: a voucher sent again while its
+    // first sending is being served (a replay, a retry) is refused before any handler runs twice.
+    if (channel.serving && Date.now() - channel.serving.since < abandonedAfterMs)
+      return refuse(Reason.batchChannelBusy, 'A request on this channel is being served; send the next voucher once it is answered.', payer)
+    channel.serving = { payment, since: Date.now() }
     verified.set(payment, { channel, maxClaimableAmount: voucher.maxClaimableAmount, signature: voucher.signature, price })
     return { isValid: true, payer }
   }
@@ -421,6 +426,14 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     network,
   })
 
+  /** Lets go of a verified voucher without charging it: its channel takes the next request. */
+  function release(payment: Payment) {
+    const taken = verified.get(payment)
+    if (!taken) return
+    verified.delete(payment)
+    if (taken.channel.serving?.payment === payment) taken.channel.serving = undefined
+  }
+
   async function durable(channel: SellerChannel) {
     if (strict || journal.unsaved(channel.id) > maxUnsaved) await journal.flushed()
   }
@@ -439,7 +452,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     }
     const taken = verified.get(payment)
     if (!taken) return failure(network, Reason.batchPayloadType, 'This payment was not verified by this server.')
-    verified.delete(payment)
+    release(payment)
     const { channel, maxClaimableAmount, signature, price } = taken
     const refusal = chargeRefusal(channel, maxClaimableAmount, price)
     if (refusal) return failure(network, refusal.reason, refusal.message)
@@ -655,6 +668,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     ...base,
     verify: (payment) => (payment.requirements.scheme === Channel.scheme ? verify(payment) : undefined),
     settle: (payment) => (payment.requirements.scheme === Channel.scheme ? settle(payment) : undefined),
+    release,
     ready,
     claim,
     refund,
@@ -667,6 +681,12 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     },
   }
 }
+
+/**
+ * A voucher request not settled nor released within this long is taken as abandoned (its answer was
+ * never sent); the next voucher on its channel is served. `settle` still charges one increment once.
+ */
+const abandonedAfterMs = 120_000
 
 /** Refusals of a voucher whose payer has lost count of what the channel was charged. */
 const miscounted = new Set<string>([

@@ -33,6 +33,8 @@ export type SellerChannel = {
   refundNonce: bigint
   /** Milliseconds since the epoch of the last paid request. */
   lastRequestAt: number
+  /** The voucher request being served now, and since when (ms): one at a time per channel. Not stored. */
+  serving?: { payment: object; since: number }
 }
 
 /** The config's fields, lower case, in a fixed order; `undefined` when any is not of its wire type. */
