@@ -1,8 +1,8 @@
-import { keccak256, toBytes } from 'viem'
+import { encodeAbiParameters, getTypesForEIP712Domain, hashDomain, hashTypedData, keccak256, toBytes } from 'viem'
 import { generatePrivateKey, privateKeyToAccount, sign } from 'viem/accounts'
 import { afterEach, describe, expect, it } from 'vitest'
-import { InvalidSignatureError, recoverPublicKey } from './recover.ts'
-import { type RecoveryThreads, recoveryThreads } from './recoverThreads.ts'
+import { addressOfKey, InvalidSignatureError, recoverPublicKey } from './recover.ts'
+import { type RecoveryThreads, recoveryThreads, typedDigest } from './recoverThreads.ts'
 
 const opened: RecoveryThreads[] = []
 afterEach(async () => {
@@ -68,6 +68,48 @@ describe('public-key recovery on worker threads', () => {
     expect(keys).toEqual(cases.map(({ digest, signature }) => recoverPublicKey(digest, signature)))
     const after = await signed(99)
     expect(await pool.recover(after.digest, after.signature)).toEqual(recoverPublicKey(after.digest, after.signature))
+  })
+
+  it('hashes typed data where it recovers, as viem hashes it, mixed in one batch with plain digests', async () => {
+    const pool = open(1)
+    const domain = {
+      name: 'Escrow',
+      version: '1',
+      chainId: 84532,
+      verifyingContract: '0x00000000000000000000000000000000000b0b0b',
+    } as const
+    const types = {
+      Voucher: [
+        { name: 'channelId', type: 'bytes32' },
+        { name: 'maxClaimableAmount', type: 'uint128' },
+      ],
+    } as const
+    const keys = Array.from({ length: 12 }, () => generatePrivateKey())
+    const separator = toBytes(hashDomain({ domain, types: { EIP712Domain: getTypesForEIP712Domain({ domain }) } } as never))
+    const cases = await Promise.all(
+      keys.map(async (key, index) => {
+        const message = { channelId: keccak256(toBytes(`channel ${index}`)), maxClaimableAmount: BigInt(index) * 10n ** 30n }
+        const signature = await privateKeyToAccount(key).signTypedData({ domain, types, primaryType: 'Voucher', message })
+        const struct = toBytes(
+          encodeAbiParameters(
+            [{ type: 'bytes32' }, { type: 'bytes32' }, { type: 'uint128' }],
+            [keccak256(toBytes('Voucher(bytes32 channelId,uint128 maxClaimableAmount)')), message.channelId, message.maxClaimableAmount],
+          ),
+        )
+        expect(typedDigest(separator, struct)).toEqual(toBytes(hashTypedData({ domain, types, primaryType: 'Voucher', message })))
+        return { struct, signature: toBytes(signature), address: privateKeyToAccount(key).address }
+      }),
+    )
+    const plain = await signed(7)
+    const answers = await Promise.all([
+      ...cases.map(({ struct, signature }) => pool.recoverTyped(separator, struct, signature)),
+      pool.recover(plain.digest, plain.signature),
+    ])
+    expect(answers.slice(0, -1).map((key) => addressOfKey(key!))).toEqual(cases.map(({ address }) => address))
+    expect(addressOfKey(answers.at(-1)!)).toBe(plain.address)
+    expect(pool.counts().threads).toBe(13)
+    expect(() => pool.recoverTyped(separator.subarray(1), cases[0]!.struct, cases[0]!.signature)).toThrow(RangeError)
+    expect(() => pool.recoverTyped(separator, cases[0]!.struct.subarray(1), cases[0]!.signature)).toThrow(RangeError)
   })
 
   it('with no threads, recovers everything here', async () => {

@@ -19,7 +19,7 @@ import * as Channel from './Channel.ts'
 import { binding } from './check.ts'
 import { type AuthorizerSigner, type Operations, submitClaim, submitRefund, submitSweep } from './sellerClaims.ts'
 import { type Journal, memorySellerChannelStore, type SellerChannelRecord, type SellerChannelStore, sellerJournal } from './sellerStore.ts'
-import { domainSeparator, fingerprintOf, readVoucher, type SellerChannel, signedByChannel, voucherHasher } from './sellerVoucher.ts'
+import { domainSeparator, fingerprintOf, readVoucher, type SellerChannel, signedByChannel, voucherStruct } from './sellerVoucher.ts'
 
 export type BatchSettlementEvmSellerOptions = {
   /** Where deposits, claims, sweeps and refunds go (`httpFacilitator(url)` or an in-process facilitator). */
@@ -124,20 +124,27 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
   const verified = new WeakMap<Payment, Verified>()
   const deposits = new WeakMap<Payment, Channel.DepositPayload>()
   const refunds = new WeakMap<Payment, { channel: SellerChannel; amount: bigint }>()
-  const hashers = new Map<string, ReturnType<typeof voucherHasher>>()
+  const separators = new Map<string, Uint8Array>()
   const locks = new Map<string, Promise<unknown>>()
   const recovery = recoveryThreads({ threads: options.recoveryThreads })
   let lookups = 0
   let unclaimed = 0n
 
   const chainIdOf = (network: string) => Number(network.split(':')[1])
-  const hasherOf = (network: string) => {
-    let hasher = hashers.get(network)
-    if (hasher) return hasher
-    hasher = voucherHasher(domainSeparator(chainIdOf(network), escrow))
-    hashers.set(network, hasher)
-    return hasher
+  const separatorOf = (network: string) => {
+    let separator = separators.get(network)
+    if (!separator) separators.set(network, (separator = domainSeparator(chainIdOf(network), escrow)))
+    return separator
   }
+  /** Whether a voucher on `channel` is signed by the channel's signer. */
+  const signedVoucher = (channel: SellerChannel, voucher: { channelId: Hex; maxClaimableAmount: bigint; signature: unknown }) =>
+    signedByChannel(
+      separatorOf(channel.network),
+      voucherStruct(voucher.channelId, voucher.maxClaimableAmount),
+      voucher.signature,
+      channel,
+      recovery,
+    )
   const operations: Operations = { facilitator, chainIdOf, signer: options.receiverAuthorizerSigner }
 
   const recordOf = (id: string): SellerChannelRecord | undefined => {
@@ -241,14 +248,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     const payer = channel.config.payer
     const terms = offerRefusal(channel, requirements)
     if (terms) return refuse(terms.reason, terms.message, payer)
-    if (
-      !(await signedByChannel(
-        hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount),
-        voucher.signature,
-        channel,
-        recovery,
-      ))
-    )
+    if (!(await signedVoucher(channel, voucher)))
       return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", payer)
     const price = BigInt(requirements.amount)
     const refusal = chargeRefusal(channel, voucher.maxClaimableAmount, price)
@@ -321,14 +321,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       if (refusal) {
         // A payer that lost its channel opens it again; its own signature earns it the server's count.
         const { voucher } = payload
-        const own =
-          miscounted.has(refusal.reason) &&
-          (await signedByChannel(
-            hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount),
-            voucher.signature,
-            channel,
-            recovery,
-          ))
+        const own = miscounted.has(refusal.reason) && (await signedVoucher(channel, voucher))
         return { ...refuse(refusal.reason, refusal.message, payer), ...(own && correction(channel)) }
       }
     }
@@ -348,14 +341,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       return refuse(Reason.batchChannelIdMismatch, 'The channel config is not the one the channel id names.', channelConfig.payer)
     const terms = offerRefusal(channel, payment.requirements)
     if (terms) return refuse(terms.reason, terms.message, channelConfig.payer)
-    if (
-      !(await signedByChannel(
-        hasherOf(channel.network)(voucher.channelId, voucher.maxClaimableAmount),
-        voucher.signature,
-        channel,
-        recovery,
-      ))
-    )
+    if (!(await signedVoucher(channel, voucher)))
       return refuse(Reason.batchVoucherSignature, "The voucher is not signed by the channel's payer.", channelConfig.payer)
     if (voucher.maxClaimableAmount !== channel.charged)
       return refuse(

@@ -1,9 +1,8 @@
 /**
  * The seller's hot path of `batch-settlement` on EVM (x402 `specs/schemes/batch-settlement/`): a
  * voucher for a channel the seller already holds is checked with string compares, two Keccak hashes
- * and one native secp256k1 recovery (on a worker thread where there is one) — no schema pass over addresses, no EIP-712 type walk, no I/O.
+ * and one native secp256k1 recovery (both on a worker thread where there is one) — no schema pass over addresses, no EIP-712 type walk, no I/O.
  */
-import { keccak_256 } from '@noble/hashes/sha3.js'
 import { type Address, encodeAbiParameters, type Hex, hexToBytes, keccak256, toBytes } from 'viem'
 import { addressOfKey, recoverAddress } from '../recover.ts'
 import type { RecoveryThreads } from '../recoverThreads.ts'
@@ -68,27 +67,17 @@ export function domainSeparator(chainId: number, escrow: Address = Channel.escro
   )
 }
 
-/**
- * A voucher digest builder over one domain: the same bytes as `Channel.voucherDigest`, from two
- * Keccak hashes over reused buffers.
- */
-export function voucherHasher(separator: Uint8Array): (channelId: Hex, maxClaimableAmount: bigint) => Uint8Array {
+/** A voucher's EIP-712 struct encoding: its type hash, channel id and amount, 32 bytes each. */
+export function voucherStruct(channelId: Hex, maxClaimableAmount: bigint): Uint8Array {
   const struct = new Uint8Array(96)
   struct.set(voucherTypeHash, 0)
-  const message = new Uint8Array(66)
-  message[0] = 0x19
-  message[1] = 0x01
-  message.set(separator, 2)
-  return (channelId, maxClaimableAmount) => {
-    struct.set(hexToBytes(channelId), 32)
-    let value = maxClaimableAmount
-    for (let index = 95; index >= 64; index--) {
-      struct[index] = Number(value & 0xffn)
-      value >>= 8n
-    }
-    message.set(keccak_256(struct), 34)
-    return keccak_256(message)
+  struct.set(hexToBytes(channelId), 32)
+  let value = maxClaimableAmount
+  for (let index = 95; index >= 64; index--) {
+    struct[index] = Number(value & 0xffn)
+    value >>= 8n
   }
+  return struct
 }
 
 /** Whether `signature` over the voucher recovers to `signer` (lower case); false for any malformed signature. */
@@ -104,12 +93,14 @@ export function signedBy(digest: Uint8Array, signature: unknown, signer: string)
 const hexSignature = /^0x[0-9a-fA-F]{130}$/
 
 /**
- * Whether `signature` over the voucher is the channel's signer's. The key is recovered by `recovery`
- * (off the event loop where it has threads), then compared to the key an earlier voucher showed, or
- * for the first voucher by address, keeping the key it shows.
+ * Whether `signature` over the voucher (its domain separator and struct) is the channel's signer's.
+ * The key is recovered by `recovery` (off the event loop where it has threads, hashing included),
+ * then compared to the key an earlier voucher showed, or for the first voucher by address, keeping
+ * the key it shows.
  */
 export async function signedByChannel(
-  digest: Uint8Array,
+  separator: Uint8Array,
+  struct: Uint8Array,
   signature: unknown,
   channel: SellerChannel,
   recovery: RecoveryThreads,
@@ -117,7 +108,7 @@ export async function signedByChannel(
   if (typeof signature !== 'string' || !hexSignature.test(signature)) return false
   let key: Uint8Array | undefined
   try {
-    key = await recovery.recover(digest, Buffer.from(signature.slice(2), 'hex'))
+    key = await recovery.recoverTyped(separator, struct, Buffer.from(signature.slice(2), 'hex'))
   } catch {
     return false
   }
