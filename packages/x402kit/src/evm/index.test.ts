@@ -6,6 +6,7 @@ it('exports', () => {
     [
       "Channel",
       "ChannelClientError",
+      "ChannelStoreLockedError",
       "Eip2612",
       "Eip3009",
       "InvalidSignatureError",

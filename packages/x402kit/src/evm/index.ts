@@ -9,7 +9,13 @@ export {
   type DepositPolicy,
 } from './batch/client.ts'
 export type { CloseResult } from './batch/clientClose.ts'
-export { filePayerChannelStore, memoryPayerChannelStore, type PayerChannelRecord, type PayerChannelStore } from './batch/clientStore.ts'
+export {
+  ChannelStoreLockedError,
+  filePayerChannelStore,
+  memoryPayerChannelStore,
+  type PayerChannelRecord,
+  type PayerChannelStore,
+} from './batch/clientStore.ts'
 export {
   type ActionEvent,
   type ActionRecord,

@@ -1,9 +1,17 @@
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import * as Channel from './Channel.ts'
-import { filePayerChannelStore, memoryPayerChannelStore, type PayerChannelRecord, type PayerChannelStore } from './clientStore.ts'
+import {
+  ChannelStoreLockedError,
+  filePayerChannelStore,
+  memoryPayerChannelStore,
+  type PayerChannelRecord,
+  type PayerChannelStore,
+} from './clientStore.ts'
 
 const config: Channel.ChannelConfig = {
   payer: '0x70997970C51812dc3A010C7d01b50e0d17dc79C8',
@@ -62,7 +70,7 @@ describe('file channel store', () => {
     const directory = await mkdtemp(join(tmpdir(), 'channel-store-'))
     const store = filePayerChannelStore(directory)
     await Promise.all(Array.from({ length: 20 }, (_, i) => store.put(record({ signed: BigInt(i) }))))
-    expect(await readdir(directory)).toEqual([`${record().id}.json`])
+    expect((await readdir(directory)).sort()).toEqual(['.lock', `${record().id}.json`])
     expect(JSON.parse(await readFile(join(directory, `${record().id}.json`), 'utf8')).balance).toBe('1000000')
   })
 
@@ -74,5 +82,27 @@ describe('file channel store', () => {
     expect(await store.list()).toEqual([record()])
     await writeFile(join(directory, `${record().id}.json`), '{"id":"0x12"}')
     await expect(store.get(record().id)).rejects.toThrow()
+  })
+
+  it('is refused while another live process holds its folder, writing nothing, and taken over once that process is gone', async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'channel-store-'))
+    const other = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+    try {
+      await writeFile(join(directory, '.lock'), String(other.pid))
+      const store = filePayerChannelStore(directory)
+      const refused = await store.put(record()).catch((error: unknown) => error)
+      expect(refused).toBeInstanceOf(ChannelStoreLockedError)
+      expect((refused as ChannelStoreLockedError).message).toContain(`process ${other.pid}`)
+      await expect(store.list()).rejects.toThrow(ChannelStoreLockedError)
+      expect(await readdir(directory)).toEqual(['.lock'])
+    } finally {
+      other.kill('SIGKILL')
+      await once(other, 'exit')
+    }
+    // The holder is gone: a new store takes the folder over and writes.
+    const store = filePayerChannelStore(directory)
+    await store.put(record())
+    expect(await store.list()).toEqual([record()])
+    expect(await readFile(join(directory, '.lock'), 'utf8')).toBe(String(process.pid))
   })
 })

@@ -3,10 +3,12 @@
  * record before a voucher or deposit leaves (write-ahead), so a restarted client knows every deposit it
  * signed and the highest voucher it ever signed: it neither loses a deposit nor signs past what it owes.
  */
+import { unlinkSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import type { Hex } from 'viem'
 import { z } from 'zod'
+import { BaseError } from '../../core/Errors.ts'
 import type { PaymentRequirements } from '../../core/PaymentRequirements.ts'
 import * as Channel from './Channel.ts'
 
@@ -70,10 +72,71 @@ export function memoryPayerChannelStore(): PayerChannelStore {
   }
 }
 
+export class ChannelStoreLockedError extends BaseError {
+  override name = 'ChannelStoreLockedError'
+  constructor(directory: string, holder: string) {
+    super(`The channel store in ${directory} is in use by ${holder}.`, {
+      code: 'channel_store_locked',
+      hint: 'A channel store is for one process: two would sign vouchers for the same increment. Give each its own folder.',
+    })
+  }
+}
+
+/** Folders this process holds the lock of. */
+const held = new Set<string>()
+
+/**
+ * Takes the folder's lock file (`.lock`, holding the process id) or throws `ChannelStoreLockedError`
+ * when another live process holds it. A lock whose process is gone is taken over; the lock goes with
+ * the process. Within one process the lock is shared: a store opened again after a restart of the
+ * client (not of the process) goes on where the first left off.
+ */
+async function lock(directory: string): Promise<void> {
+  const where = resolve(directory)
+  if (held.has(where)) return
+  const file = join(where, '.lock')
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const handle = await open(file, 'wx')
+      try {
+        await handle.writeFile(String(process.pid))
+        await handle.sync()
+      } finally {
+        await handle.close()
+      }
+      held.add(where)
+      process.once('exit', () => {
+        try {
+          unlinkSync(file)
+        } catch {}
+      })
+      return
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+    }
+    const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10)
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid))
+      throw new ChannelStoreLockedError(directory, `process ${pid}`)
+    // Left by a process that is gone (a process id reused by this one included): taken over.
+    await unlink(file).catch(() => {})
+  }
+  throw new ChannelStoreLockedError(directory, 'a process racing for it')
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
 /**
  * A store in a folder, one JSON file per channel. A write goes to a temporary file that is flushed to
  * disk (fsync), renamed over the old one and the folder flushed: a crash leaves the old record or the
- * new one, never a torn one.
+ * new one, never a torn one. The folder is locked to one process (`.lock`): a store on it in another
+ * process fails with `ChannelStoreLockedError` rather than sign a voucher for the same increment.
  *
  * @example
  * ```ts
@@ -83,11 +146,12 @@ export function memoryPayerChannelStore(): PayerChannelStore {
  */
 export function filePayerChannelStore(directory: string): PayerChannelStore {
   let ready: Promise<unknown> | undefined
-  const folder = () => (ready ??= mkdir(directory, { recursive: true }))
+  const folder = () => (ready ??= mkdir(directory, { recursive: true }).then(() => lock(directory)))
   const path = (id: Hex) => join(directory, `${id.toLowerCase()}.json`)
   let sequence = 0
   return {
     async get(id) {
+      await folder()
       try {
         return decode(await readFile(path(id), 'utf8'))
       } catch (error) {
@@ -120,6 +184,7 @@ export function filePayerChannelStore(directory: string): PayerChannelStore {
       return Promise.all(names.map(async (name) => decode(await readFile(join(directory, name), 'utf8'))))
     },
     async delete(id) {
+      await folder()
       await unlink(path(id)).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error
       })
