@@ -17,6 +17,8 @@ type RecoverPublicKey = (signature: Uint8Array, recovery: number, digest: Uint8A
 
 const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n
 const halfN = n >> 1n
+/** `halfN` as 32 big-endian bytes: `s` is compared bytewise, without building a bigint per signature. */
+const halfNBytes = Buffer.from(halfN.toString(16).padStart(64, '0'), 'hex')
 
 const js: RecoverPublicKey = (signature, recovery, digest) =>
   secp256k1.Signature.fromBytes(signature, 'compact').addRecoveryBit(recovery).recoverPublicKey(digest).toBytes(false)
@@ -113,7 +115,7 @@ export function signatureParts(signature: Uint8Array): { compact: Uint8Array; re
   if (signature.length !== 65) throw new InvalidSignatureError(`A signature is 65 bytes, got ${signature.length}.`)
   const v = signature[64]!
   if (v !== 27 && v !== 28 && v !== 0 && v !== 1) throw new InvalidSignatureError(`v is ${v}; it must be 27, 28, 0 or 1.`)
-  if (toBigInt(signature.subarray(32, 64)) > halfN)
+  if (Buffer.compare(signature.subarray(32, 64), halfNBytes) > 0)
     throw new InvalidSignatureError('s is in the upper half of the curve order (a malleated signature).')
   return { compact: signature.subarray(0, 64), recovery: v >= 27 ? v - 27 : v }
 }
@@ -126,10 +128,4 @@ function requireNative(): RecoverPublicKey {
 function toBytes(hex: string): Uint8Array {
   if (!/^0x([0-9a-fA-F]{2})*$/.test(hex)) throw new InvalidSignatureError('The signature is not hex of whole bytes.')
   return hexToBytes(hex as Hex)
-}
-
-function toBigInt(bytes: Uint8Array): bigint {
-  let value = 0n
-  for (const byte of bytes) value = (value << 8n) | BigInt(byte)
-  return value
 }

@@ -72,11 +72,10 @@ export function voucherStruct(channelId: Hex, maxClaimableAmount: bigint): Uint8
   const struct = new Uint8Array(96)
   struct.set(voucherTypeHash, 0)
   struct.set(hexToBytes(channelId), 32)
-  let value = maxClaimableAmount
-  for (let index = 95; index >= 64; index--) {
-    struct[index] = Number(value & 0xffn)
-    value >>= 8n
-  }
+  // A uint128 in the last 16 bytes of its word, as two big-endian 64-bit halves.
+  const words = new DataView(struct.buffer)
+  words.setBigUint64(80, maxClaimableAmount >> 64n)
+  words.setBigUint64(88, maxClaimableAmount & 0xffffffffffffffffn)
   return struct
 }
 
