@@ -115,10 +115,20 @@ export function createPaywall(config: PaywallConfig): Paywall {
   const onError =
     config.onError ?? ((error, where) => console.error(`[x402kit paywall] ${where.operation} failed on ${where.route}`, error))
 
-  function classify(
-    request: Request,
-    options: HandleOptions = {},
-  ): { route: Route; readings: string[] } | { refusal: Response } | undefined {
+  type Classified = { route: Route; readings: string[] } | { refusal: Response } | undefined
+  // Adapters ask `covers` and then `handle` of one request: the path is read and matched once.
+  const classified = new WeakMap<Request, { path: string | undefined; result: Classified }>()
+
+  function classify(request: Request, options: HandleOptions = {}): Classified {
+    const seen = classified.get(request)
+    if (seen && seen.path === options.path) return seen.result
+    const result = classifyAfresh(request, options)
+    // A refusal is a response, which can be sent once: it is made afresh each time.
+    if (!(result && 'refusal' in result)) classified.set(request, { path: options.path, result })
+    return result
+  }
+
+  function classifyAfresh(request: Request, options: HandleOptions): Classified {
     const url = new URL(request.url)
     const readings = readTarget(url, options.path)
     if (!readings) return { refusal: problem(400, Reason.invalidPath, 'The path is percent-encoded more than three times over.') }
