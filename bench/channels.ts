@@ -9,6 +9,9 @@
  * vouchers are signed before the clock starts, and each channel has one request in flight at a time.
  *
  *   npm run bench -- --channels-only [--quick]
+ *
+ * Environment: BENCH_CHANNEL_STORE (`pglite`, the default, on a worker thread; `postgres`, the default
+ * when DATABASE_URL is set; `memory`), BENCH_CHANNEL_MAX_UNSAVED (the seller's `durability.maxUnsaved`).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { Agent, request } from 'node:http'
@@ -305,6 +308,7 @@ async function serveSeller(): Promise<void> {
     minDeposit: BigInt(env('SELLER_MIN_DEPOSIT')),
     facilitator: httpFacilitator(env('FACILITATOR_URL')),
     ...(db && { store: sqlSellerChannelStore(db, { table: `bench_channels_${process.pid}` }) }),
+    ...(process.env.BENCH_CHANNEL_MAX_UNSAVED && { durability: { maxUnsaved: Number(process.env.BENCH_CHANNEL_MAX_UNSAVED) } }),
   })
   await seller.ready()
   const app = new Hono()

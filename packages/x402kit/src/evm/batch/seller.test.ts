@@ -157,6 +157,15 @@ describe('the seller writes channels behind', () => {
     await seller!.flush()
     expect(store.records.get(id)?.charged).toBe(9_000n)
   })
+
+  it('batched by default: a channel runs at most 32 vouchers ahead of the store', async () => {
+    const { store, pay } = await setUp({ intervalMs: 3_600_000 })
+    for (let step = 1n; step <= 32n; step++) expect((await pay(step * 1_000n)).status).toBe(200)
+    expect(store.records.get(id)?.charged).toBe(0n)
+    // The 33rd is answered only once a commit holds it.
+    expect((await pay(33_000n)).status).toBe(200)
+    expect(store.records.get(id)?.charged).toBe(33_000n)
+  })
 })
 
 describe('one request at a time per channel', () => {

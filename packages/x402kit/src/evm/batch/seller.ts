@@ -35,7 +35,11 @@ export type BatchSettlementEvmSellerOptions = {
     mode?: 'batched' | 'strict'
     /** Milliseconds between group commits. Default 5. */
     intervalMs?: number
-    /** Vouchers a channel may have accepted beyond the store before a request waits for a commit. Default 8. */
+    /**
+     * Vouchers a channel may have accepted beyond the store before a request waits for a commit. Default
+     * 32: enough that a busy channel does not wait on a commit that stalls for a few milliseconds, and a
+     * crash loses at most that many vouchers per channel, which the payer's next (cumulative) voucher recovers.
+     */
     maxUnsaved?: number
   }
   claims?: {
@@ -115,7 +119,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
   const { facilitator } = options
   const store = options.store ?? memorySellerChannelStore()
   const strict = options.durability?.mode === 'strict'
-  const maxUnsaved = options.durability?.maxUnsaved ?? 8
+  const maxUnsaved = options.durability?.maxUnsaved ?? 32
   const maxChannels = options.maxChannels ?? 100_000
   const maxLookups = options.maxLookups ?? 32
   const escrow = getAddress(options.escrow ?? Channel.escrowAddress)
