@@ -86,6 +86,8 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
       refund_nonce numeric(78, 0) NOT NULL,
       last_request_at bigint NOT NULL
     )`))
+  /** Channels known to have a row: loaded, or written by this store. */
+  const present = new Set<string>()
   return {
     async load() {
       await migrate()
@@ -93,7 +95,7 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
         `SELECT id, network, config, balance::text, total_claimed::text, charged::text, signature,
           withdraw_requested_at::text, refund_nonce::text, last_request_at::text FROM ${table}`,
       )
-      return rows.map((row) => ({
+      const records = rows.map((row) => ({
         id: row.id as Hex,
         network: row.network as string,
         config: Channel.channelConfig.parse(typeof row.config === 'string' ? JSON.parse(row.config) : row.config),
@@ -105,13 +107,49 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
         refundNonce: BigInt(row.refund_nonce as string),
         lastRequestAt: Number(row.last_request_at),
       }))
+      for (const record of records) present.add(record.id)
+      return records
     },
     async save(batch) {
       if (batch.length === 0) return
       await migrate()
-      const column = <value>(pick: (record: SellerChannelRecord) => value) => batch.map(pick)
-      await db.query(
-        `INSERT INTO ${table} AS stored (id, network, config, balance, total_claimed, charged, signature,
+      // Channels already in the table change only their counters: an update, about half the cost of an upsert.
+      const known = batch.filter((record) => present.has(record.id))
+      const fresh = batch.filter((record) => !present.has(record.id))
+      if (known.length > 0) await update(known)
+      if (fresh.length > 0) {
+        await upsert(fresh)
+        for (const record of fresh) present.add(record.id)
+      }
+    },
+  }
+
+  async function update(batch: readonly SellerChannelRecord[]) {
+    const column = <value>(pick: (record: SellerChannelRecord) => value) => batch.map(pick)
+    await db.query(
+      `UPDATE ${table} AS stored SET balance = changed.balance, total_claimed = changed.total_claimed,
+          charged = changed.charged, signature = changed.signature, withdraw_requested_at = changed.withdraw_requested_at,
+          refund_nonce = changed.refund_nonce, last_request_at = changed.last_request_at
+        FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::text[], $6::bigint[], $7::numeric[], $8::bigint[])
+          AS changed (id, balance, total_claimed, charged, signature, withdraw_requested_at, refund_nonce, last_request_at)
+        WHERE stored.id = changed.id AND stored.charged <= changed.charged`,
+      [
+        column((record) => record.id),
+        column((record) => record.balance.toString()),
+        column((record) => record.totalClaimed.toString()),
+        column((record) => record.charged.toString()),
+        column((record) => record.signature ?? null),
+        column((record) => record.withdrawRequestedAt.toString()),
+        column((record) => record.refundNonce.toString()),
+        column((record) => Math.floor(record.lastRequestAt).toString()),
+      ],
+    )
+  }
+
+  async function upsert(batch: readonly SellerChannelRecord[]) {
+    const column = <value>(pick: (record: SellerChannelRecord) => value) => batch.map(pick)
+    await db.query(
+      `INSERT INTO ${table} AS stored (id, network, config, balance, total_claimed, charged, signature,
             withdraw_requested_at, refund_nonce, last_request_at)
           SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::numeric[], $5::numeric[], $6::numeric[], $7::text[],
             $8::bigint[], $9::numeric[], $10::bigint[])
@@ -119,20 +157,19 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
             charged = excluded.charged, signature = excluded.signature, withdraw_requested_at = excluded.withdraw_requested_at,
             refund_nonce = excluded.refund_nonce, last_request_at = excluded.last_request_at
           WHERE stored.charged <= excluded.charged`,
-        [
-          column((record) => record.id),
-          column((record) => record.network),
-          column((record) => JSON.stringify(record.config)),
-          column((record) => record.balance.toString()),
-          column((record) => record.totalClaimed.toString()),
-          column((record) => record.charged.toString()),
-          column((record) => record.signature ?? null),
-          column((record) => record.withdrawRequestedAt.toString()),
-          column((record) => record.refundNonce.toString()),
-          column((record) => Math.floor(record.lastRequestAt).toString()),
-        ],
-      )
-    },
+      [
+        column((record) => record.id),
+        column((record) => record.network),
+        column((record) => JSON.stringify(record.config)),
+        column((record) => record.balance.toString()),
+        column((record) => record.totalClaimed.toString()),
+        column((record) => record.charged.toString()),
+        column((record) => record.signature ?? null),
+        column((record) => record.withdrawRequestedAt.toString()),
+        column((record) => record.refundNonce.toString()),
+        column((record) => Math.floor(record.lastRequestAt).toString()),
+      ],
+    )
   }
 }
 
