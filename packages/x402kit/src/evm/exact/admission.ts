@@ -85,7 +85,7 @@ export function headOf(state: NetworkState, admission: Admission, now = Date.now
   admission.lastUsed = now
   if (!admission.polling) {
     const poll = () => {
-      state.client.getBlockNumber({ cacheTime: 0 }).then(
+      state.reader.getBlockNumber({ cacheTime: 0 }).then(
         (block) => {
           if (!admission.head || block >= admission.head.block) admission.head = { block, at: Date.now() }
         },

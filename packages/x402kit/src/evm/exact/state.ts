@@ -90,6 +90,11 @@ export type NetworkState = {
   chainId: number
   /** Reads: requests made in the same tick go out as one JSON-RPC batch. */
   client: PublicClient<HttpTransport, Chain>
+  /**
+   * Reads that group themselves (`reads.ts`, the head for `admission.ts`): no transport batching,
+   * whose timer would add a millisecond to each.
+   */
+  reader: PublicClient<HttpTransport, Chain>
   /** Sends: no batching, no automatic retries (the settlement decides what a failed send means). */
   sender: PublicClient<HttpTransport, Chain>
   signers: SignerState[]
@@ -129,6 +134,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       transport: http(entry.rpcUrl, { timeout, batch: true }),
       pollingInterval: pollingIntervalMs,
     })
+    const reader = createPublicClient({ chain, transport: http(entry.rpcUrl, { timeout }), pollingInterval: pollingIntervalMs })
     const sender = createPublicClient({
       chain,
       transport: http(entry.rpcUrl, { timeout, retryCount: 0 }),
@@ -149,6 +155,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       network: network as Network,
       chainId,
       client,
+      reader,
       sender,
       signers,
       confirmations: Math.max(1, entry.confirmations ?? 1),
