@@ -69,7 +69,7 @@ for (const backend of backends.filter((b) => b.enabled))
       const { rows } = await one.query('SELECT version FROM migrations ORDER BY version')
       expect(rows.map((row) => row.version)).toEqual(migrations.map((migration) => migration.version))
       const { rows: indexes } = await one.query(`SELECT indexname FROM pg_indexes WHERE tablename = 'payments' ORDER BY indexname`)
-      expect(indexes.map((row) => row.indexname)).toEqual(['payments_batch', 'payments_pkey', 'payments_queued', 'payments_settling'])
+      expect(indexes.map((row) => row.indexname)).toEqual(['payments_batch', 'payments_pkey', 'payments_queued', 'payments_status'])
     })
 
     it('reserves a key once and answers the holder, with every field as written', async () => {

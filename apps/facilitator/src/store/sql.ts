@@ -57,13 +57,6 @@ export const migrations = [
   { version: 6, sql: denyListMigration },
   // batch-settlement: channels, and claim, sweep and refund transactions.
   { version: 7, sql: channelsMigration },
-  // A payment's row changes status three times on its way through the queue; an index of every status
-  // took a new entry each time. Only settlements left `settling` are looked up by status outside the queue's own indexes.
-  {
-    version: 8,
-    sql: `DROP INDEX payments_status;
-      CREATE INDEX payments_settling ON payments (updated_at) WHERE status = 'settling';`,
-  },
 ] as const
 
 // Any fixed number: it names the lock that makes instances starting together migrate one at a time.
