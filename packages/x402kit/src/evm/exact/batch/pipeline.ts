@@ -107,11 +107,10 @@ function start(context: Context, config: BatchConfig, queue: SettlementQueue, ho
   }
   return {
     wake(network) {
-      // One idle worker takes what is queued (a batch holds up to maxItems); waking them all would have
-      // the others ask the store for nothing, in the way of the requests that queue payments.
       const waiting = worker.idle.get(network)
-      const first = waiting?.values().next().value
-      first?.()
+      if (!waiting) return
+      worker.idle.delete(network)
+      for (const resolve of waiting) resolve()
     },
     async stop({ graceMs = 10_000 } = {}) {
       worker.stopped = true
