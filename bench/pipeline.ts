@@ -8,7 +8,7 @@
  *   npm run bench -- --pipeline-only     (or BENCH_ONLY=pipeline npm run bench; add --quick for a smoke run)
  *
  * Environment: DATABASE_URL (our queue on PostgreSQL, in a fresh schema, instead of PGlite),
- * BENCH_PIPELINE_PAYMENTS (payments submitted to ours).
+ * BENCH_PIPELINE_PAYMENTS (payments submitted to ours), BENCH_PIPELINE_SIGNERS (our signer keys, default 8).
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
@@ -48,6 +48,11 @@ export type PipelineSettings = {
   referenceSeconds: number
   /** Paid/free request pairs against ours, and paid requests against the reference. */
   latencyPairs: number
+  /**
+   * Payers of ours's paid requests, in turn: each pays again within a few blocks, as a client of an
+   * after-response route does. The payers' first payments are measured apart (`latency.first`).
+   */
+  latencyPayers: number
   referencePaid: number
   database: 'pglite' | 'postgres'
 }
@@ -78,7 +83,8 @@ export type PipelineFigures = {
   reference: Throughput
   /** The payTo's USDC increase, against settled payments × price. */
   received: bigint
-  latency: { ours: Latency | undefined; reference: Latency; note?: string }
+  /** `first`: ours, each paid request the first of its payer that this facilitator sees. */
+  latency: { ours: Latency | undefined; first?: Latency | undefined; reference: Latency; note?: string }
 }
 
 export function pipelineSettings(quick: boolean): PipelineSettings {
@@ -89,12 +95,13 @@ export function pipelineSettings(quick: boolean): PipelineSettings {
     // is a small part of the run at the rate the target asks for: 10,000 at 1,000/s is 10 s of queueing.
     payments: Number(process.env.BENCH_PIPELINE_PAYMENTS) || (quick ? 1_000 : 10_000),
     payers: quick ? 40 : 150,
-    signers: 8,
+    signers: Number(process.env.BENCH_PIPELINE_SIGNERS) || 8,
     maxItems: 400,
     concurrency: 256,
     referenceConcurrency: 64,
     referenceSeconds: quick ? 4 : 8,
     latencyPairs: quick ? 40 : 200,
+    latencyPayers: 8,
     referencePaid: quick ? 2 : 5,
     database: process.env.DATABASE_URL ? 'postgres' : 'pglite',
   }
@@ -353,13 +360,21 @@ async function measureLatency(devnet: Devnet, accounts: Accounts, settings: Pipe
   const route = { settlement: 'after-response', maxUnsettled: '$1' }
   const ours = await listen(createPaywallServer(devnet, accounts, facilitator, route))
   let oursLatency: Latency | undefined
+  let first: Latency | undefined
   let note: string | undefined
   try {
     const asked = await fetch(`${ours.url}/paid`)
     const required = PaymentRequired.decode(asked.headers.get(HttpHeader.paymentRequired)!)
     const count = settings.latencyPairs + 11
-    log(`pipeline: after-response latency, ${settings.latencyPairs} paid + free pairs (signed first)`)
-    const headers = (await sign(accounts.payers, required, count)).map((payment) => PaymentPayload.encode(payment.payload))
+    const returning = accounts.payers.slice(0, settings.latencyPayers)
+    const fresh = accounts.payers.slice(settings.latencyPayers)
+    log(
+      `pipeline: after-response latency, ${settings.latencyPairs} paid + free pairs from ${returning.length} payers, ` +
+        `then the first payments of ${fresh.length} others (signed first)`,
+    )
+    const encode = (payments: Payment[]) => payments.map((payment) => PaymentPayload.encode(payment.payload))
+    const headers = encode(await sign(returning, required, count))
+    const firsts = encode(await sign(fresh, required, fresh.length))
     const probe = await timed(`${ours.url}/paid`, headers.pop())
     // Answered before settlement: the receipt says queued, or carries no transaction yet.
     const early = probe.status === 200 && (probe.settlement?.extensions?.settlement !== undefined || !probe.settlement?.transaction)
@@ -367,7 +382,10 @@ async function measureLatency(devnet: Devnet, accounts: Accounts, settings: Pipe
       note =
         `the paywall in this tree has no after-response mode (its paid answer came ${probe.ms.toFixed(0)} ms later, ` +
         `${probe.settlement?.transaction ? 'settled on chain' : `status ${probe.status}`}); ours is not measured`
-    else oursLatency = await pairs(`${ours.url}/paid`, `${ours.url}/free`, headers, 10)
+    else {
+      oursLatency = await pairs(`${ours.url}/paid`, `${ours.url}/free`, headers, 10)
+      first = await pairs(`${ours.url}/paid`, `${ours.url}/free`, firsts, 0)
+    }
   } finally {
     await ours.close()
     await facilitator.close({ graceMs: 1_000 })
@@ -395,7 +413,7 @@ async function measureLatency(devnet: Devnet, accounts: Accounts, settings: Pipe
     )
     // The reference server has no free route: a path its middleware does not cover answers 404 from Express.
     const reference = await pairs(`${referenceServer.url}/weather`, `${referenceServer.url}/free`, headers, 1)
-    return { ours: oursLatency, reference, ...(note && { note }) }
+    return { ours: oursLatency, first, reference, ...(note && { note }) }
   } finally {
     await referenceServer.close()
     await referenceFacilitatorServer.close()

@@ -369,7 +369,10 @@ export function renderPipeline(figures: PipelineFigures): string {
   lines.push(
     `   Paid-request latency, ${s.blockTime} s blocks: payment header built beforehand; paid and free requests in turn, one at a time, ms`,
   )
-  lines.push('   ours: Hono + paywall, route settlement after-response with maxUnsettled $1, facilitator in-process (enqueue);')
+  lines.push(
+    `   ours: Hono + paywall, route settlement after-response with maxUnsettled $1, facilitator in-process (enqueue), ${s.latencyPayers} payers in turn;`,
+  )
+  lines.push('   ours, first payment: each paid request the first of its payer this facilitator sees (its balance is read on chain);')
   lines.push(
     '   reference: Express + @x402/express, its facilitator over loopback HTTP (settles before answering); free = an uncovered path',
   )
@@ -377,8 +380,10 @@ export function renderPipeline(figures: PipelineFigures): string {
   const latencyRows: string[][] = [['', 'paid p50', 'paid p99', 'free p50', 'added p50', 'added p99', 'paid requests', 'failed']]
   for (const [who, l] of [
     ['ours', latency.ours],
+    ['ours, first payment', latency.first],
     ['reference', latency.reference],
   ] as const) {
+    if (who === 'ours, first payment' && !l) continue
     if (!l) {
       latencyRows.push([who, '-', '-', '-', '-', '-', '0', '-'])
       continue

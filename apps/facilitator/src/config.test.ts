@@ -122,6 +122,16 @@ describe('loadConfig', () => {
     expect(loadConfig({ env, argv: [`--config=${path}`] })).toEqual(fromArg)
   })
 
+  it('reads admission from cache: off, or its age in blocks', async () => {
+    const networks = { 'eip155:8453': { rpcUrl: 'https://mainnet.base.org', signers: [key] } }
+    expect(loadConfig({ env: {}, argv: ['--config', await file('on.json', { networks })] }).admission).toBeUndefined()
+    expect(loadConfig({ env: {}, argv: ['--config', await file('off.json', { networks, admission: false })] }).admission).toBe(false)
+    const aged = await file('aged.json', { networks, admission: { maxAgeBlocks: 4 } })
+    expect(loadConfig({ env: {}, argv: ['--config', aged] }).admission).toEqual({ maxAgeBlocks: 4 })
+    const bad = await file('bad-admission.json', { networks, admission: { maxAgeBlocks: 0 } })
+    expect(issues(() => loadConfig({ env: {}, argv: ['--config', bad] }))).toHaveLength(1)
+  })
+
   it('names each bad key, where it came from, and what is wrong', () => {
     const found = issues(() =>
       loadConfig({

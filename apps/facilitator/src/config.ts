@@ -168,6 +168,12 @@ export const schema = z.strictObject({
       algorithm: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
     })
     .optional(),
+  /**
+   * Verification of an `exact` EIP-3009 payment without a chain call while its payer was seen funded
+   * within `maxAgeBlocks` blocks (default 2); `false`: every verification reads the chain and simulates
+   * the transfer. Settlement checks the chain in every case.
+   */
+  admission: z.union([z.literal(false), z.strictObject({ maxAgeBlocks: z.number().int().min(1).max(1_000).optional() })]).optional(),
   /** The settlement pipeline (networks with a `batcher`). */
   pipeline: z
     .strictObject({

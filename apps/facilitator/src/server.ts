@@ -261,6 +261,7 @@ async function evmSchemes(config: Config): Promise<SchemeFacilitator[]> {
       eip6492Factories: config.eip6492Factories,
       ...(config.receiptTimeoutMs !== undefined && { receiptTimeoutMs: config.receiptTimeoutMs }),
       ...(config.replaceAfterMs !== undefined && { replaceAfterMs: config.replaceAfterMs }),
+      ...(config.admission !== undefined && { admission: config.admission }),
     }),
     txproofEvmFacilitator({ networks: config.networks }),
   ]

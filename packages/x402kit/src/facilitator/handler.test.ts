@@ -126,6 +126,9 @@ describe('bad requests get a JSON problem with a stable code', () => {
       get: async () => {
         throw new Error('password authentication failed for user "x402"')
       },
+      reserve: async () => {
+        throw new Error('password authentication failed for user "x402"')
+      },
     }
     const facilitator = createFacilitator({ schemes: [fakeScheme()], store, onError: () => {} })
     const body = await expectProblem(await facilitator.handler(post('/verify', v2Body('0x1'))), 500, 'internal_error')

@@ -23,21 +23,19 @@ export async function verify(context: Context, payment: Payment): Promise<Verify
     return invalid(Reason.unexpectedVerifyError)
   }
 
-  // A taken key is refused whatever the scheme says; the reservation below is what decides a race. The
-  // store is read while the scheme checks, so the lookup adds nothing to an honest payment's wait.
-  const checking = Promise.resolve()
-    .then(() => scheme.verify(payment))
-    .then(
-      (result) => ({ result }),
-      (error: unknown) => ({ error }),
-    )
-  if (key !== undefined) {
+  let checked: { result: VerifyResponse } | { error: unknown }
+  try {
+    checked = { result: await scheme.verify(payment) }
+  } catch (error) {
+    checked = { error }
+  }
+  // A taken key is refused whatever the scheme says. For a valid payment the reservation below finds
+  // it; only a refused one looks it up, so that an honest payment costs one store call.
+  if (key !== undefined && !('result' in checked && checked.result.isValid)) {
     const existing = await context.store.get(key)
     if (existing && !expired(context, existing))
       return invalid(scheme.alreadyUsedReason ?? alreadyUsed.reason, alreadyUsed.message, existing.payer)
   }
-
-  const checked = await checking
   if ('error' in checked) {
     context.onError(checked.error, { operation: 'verify', ...(key !== undefined && { key }) })
     return invalid(Reason.unexpectedVerifyError)

@@ -121,7 +121,7 @@ async function send(state: NetworkState, calls: Pending[]): Promise<void> {
   })
   let results: { status: 'success' | 'failure'; result?: unknown; error?: Error }[]
   try {
-    results = (await state.client.multicall({
+    results = (await state.reader.multicall({
       contracts: contracts as never,
       allowFailure: true,
       deployless: true,

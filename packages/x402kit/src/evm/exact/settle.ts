@@ -10,19 +10,26 @@
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../core/Facilitator.ts'
 import { type Failure, messageOf } from '../Outcome.ts'
+import { admissionOf, ended } from './admission.ts'
 import type { Context } from './state.ts'
 import { hasTransfer, pickSigner, sendAndWait } from './transactions.ts'
 import { check, payerOf, settlementKey, transferData, type Verified } from './verify.ts'
 
 /** Settles a payment; never throws. */
-export function settle(context: Context, payment: Payment): Promise<SettleResponse> {
-  return settleWith(context, payment, {
-    key: settlementKey(payment),
+export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
+  const key = settlementKey(payment)
+  const result = await settleWith(context, payment, {
+    key,
     busy: { reason: Reason.exactNonceAlreadyUsed, message: 'The authorization is being settled.' },
     payer: payerOf(payment),
     check: () => check(context, payment, { simulate: false, settling: true }),
     execute: (verified) => execute(context, verified),
   })
+  // The payment no longer counts against its payer's cached balance, unless it may still be mined.
+  const state = context.networks.get(payment.requirements?.network)
+  const admission = state && admissionOf(state, context.admission)
+  if (admission && key && result.errorReason !== Reason.settlementPending) ended(admission, key)
+  return result
 }
 
 /** What a settlement's transactions came to, before the network is added to make a `SettleResponse`. */

@@ -19,6 +19,7 @@ import { BaseError } from '../../core/Errors.ts'
 import type { Network } from '../../core/Network.ts'
 import { chainOf, checkChain as checkChainOnce } from '../Chain.ts'
 import * as NonceManager from '../NonceManager.ts'
+import type { AdmissionConfig } from './admission.ts'
 
 export type ExactEvmNetworkConfig = {
   rpcUrl: string
@@ -55,6 +56,12 @@ export type ExactEvmFacilitatorConfig = {
   replaceAfterMs?: number
   /** How far ahead `validBefore` (or a permit's `deadline`) must be for the payment to settle in time; default 6 s. */
   minValidSeconds?: number
+  /**
+   * Verification of an EIP-3009 payment from a plain key without a chain call while its payer was
+   * seen funded within `maxAgeBlocks` blocks (`admission.ts`); settlement checks the chain in every
+   * case. `false`: every verification reads the chain and simulates the transfer. Default `{ maxAgeBlocks: 2 }`.
+   */
+  admission?: AdmissionConfig | false
 }
 
 /** A key that sends settlements, with its nonce sequence and the settlements it has in flight. */
@@ -83,6 +90,11 @@ export type NetworkState = {
   chainId: number
   /** Reads: requests made in the same tick go out as one JSON-RPC batch. */
   client: PublicClient<HttpTransport, Chain>
+  /**
+   * Reads that group themselves (`reads.ts`, the head for `admission.ts`): no transport batching,
+   * whose timer would add a millisecond to each.
+   */
+  reader: PublicClient<HttpTransport, Chain>
   /** Sends: no batching, no automatic retries (the settlement decides what a failed send means). */
   sender: PublicClient<HttpTransport, Chain>
   signers: SignerState[]
@@ -107,6 +119,7 @@ export type Context = {
   replaceAfterMs: number
   /** Settlement keys of payments being settled by this instance right now. */
   settling: Set<string>
+  admission: AdmissionConfig | false
 }
 
 export function createContext(config: ExactEvmFacilitatorConfig): Context {
@@ -121,6 +134,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       transport: http(entry.rpcUrl, { timeout, batch: true }),
       pollingInterval: pollingIntervalMs,
     })
+    const reader = createPublicClient({ chain, transport: http(entry.rpcUrl, { timeout }), pollingInterval: pollingIntervalMs })
     const sender = createPublicClient({
       chain,
       transport: http(entry.rpcUrl, { timeout, retryCount: 0 }),
@@ -141,6 +155,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
       network: network as Network,
       chainId,
       client,
+      reader,
       sender,
       signers,
       confirmations: Math.max(1, entry.confirmations ?? 1),
@@ -167,6 +182,7 @@ export function createContext(config: ExactEvmFacilitatorConfig): Context {
     receiptTimeoutMs: config.receiptTimeoutMs ?? 60_000,
     replaceAfterMs: config.replaceAfterMs ?? 6_000,
     settling: new Set(),
+    admission: config.admission ?? {},
   }
 }
 

@@ -24,6 +24,7 @@ import * as PaymentRequirements from '../../core/PaymentRequirements.ts'
 import { type Failure, fail, messageOf, verifyResponse } from '../Outcome.ts'
 import { recoverAddress } from '../recover.ts'
 import { eip3009Abi, erc1271Abi, erc1271MagicValue } from './abi.ts'
+import { type Admission, admissionOf, admitFromCache, admitFromRead, headOf } from './admission.ts'
 import * as Eip3009 from './Eip3009.ts'
 import { isRevert, readPayment } from './reads.ts'
 import { type Context, checkChain, type NetworkState, type TokenInfo } from './state.ts'
@@ -47,7 +48,7 @@ export type Verified = {
 
 /** Verifies a payment; infrastructure failures become `unexpected_verify_error`, never a throw. */
 export function verify(context: Context, payment: Payment): Promise<VerifyResponse> {
-  return verifyResponse(() => check(context, payment, { simulate: true, settling: false }), payerOf(payment))
+  return verifyResponse(() => check(context, payment, { simulate: true, settling: false, cached: true }), payerOf(payment))
 }
 
 /**
@@ -57,20 +58,46 @@ export function verify(context: Context, payment: Payment): Promise<VerifyRespon
 export async function check(
   context: Context,
   payment: Payment,
-  options: { simulate: boolean; settling: boolean },
+  options: { simulate: boolean; settling: boolean; cached?: boolean },
 ): Promise<Failure | Verified> {
   const offline = checkOffline(context, payment)
   if (!offline.ok) return offline
   const { state, payer, asset, authorization } = offline
   const signature = await checkSignature(context, state, offline.digest, offline.signature, payer)
   if ('reason' in signature) return { ...signature, payer }
-  if (!options.settling) {
-    const key = settlementKey(payment)
-    if (key && context.settling.has(key)) return fail(Reason.exactNonceAlreadyUsed, payer, 'The authorization is being settled.')
+  const key = settlementKey(payment)
+  if (!options.settling && key && context.settling.has(key))
+    return fail(Reason.exactNonceAlreadyUsed, payer, 'The authorization is being settled.')
+  const admission = options.cached && key && signature.kind === 'eoa' ? admissionOf(state, context.admission) : undefined
+  const value = BigInt(authorization.value)
+  const head = admission && headOf(state, admission)
+  if (admission && key) {
+    const cached = await admitCached(state, admission, { payment, asset, payer, value, key, head })
+    if (cached === true) return { ok: true, state, payer, asset, authorization, signature }
+    if (cached) return { ...cached, payer }
   }
   const onChain = await checkOnChain(state, { payment, asset, authorization, signature, simulate: options.simulate })
-  if (onChain) return { ...onChain, payer }
+  if (!onChain.ok) return { ...onChain, payer }
+  if (admission && key) admitFromRead(admission, { asset, payer, value, key, balance: onChain.balance, block: head })
   return { ok: true, state, payer, asset, authorization, signature }
+}
+
+/**
+ * A payment admitted from what is cached (`admission.ts`): true, a refusal the cache is sure of (the
+ * token's domain), or `undefined` when the chain must be read.
+ */
+async function admitCached(
+  state: NetworkState,
+  admission: Admission,
+  input: { payment: Payment; asset: Address; payer: Address; value: bigint; key: string; head: bigint | undefined },
+): Promise<true | Failure | undefined> {
+  const token = state.tokens.get(input.asset.toLowerCase())
+  if (!token || input.head === undefined) return undefined
+  const known = await token
+  if (!known.deployed) return undefined
+  const refusal = checkDomain(known, input.payment)
+  if (refusal) return refusal
+  return admitFromCache(admission, input) || undefined
 }
 
 /**
@@ -196,10 +223,9 @@ async function checkContractSignature(state: NetworkState, wallet: Address, dige
 async function checkOnChain(
   state: NetworkState,
   input: { payment: Payment; asset: Address; authorization: Eip3009.Authorization; signature: Signature; simulate: boolean },
-): Promise<Failure | undefined> {
+): Promise<Failure | { ok: true; balance: bigint }> {
   const { asset, authorization, signature } = input
   const from = getAddress(authorization.from)
-  const { name, version } = input.payment.requirements.extra as { name: string; version: string }
   await checkChain(state)
   // A counterfactual wallet cannot be simulated before its deployment; its signature was checked
   // through the ERC-6492 validator instead.
@@ -214,6 +240,15 @@ async function checkOnChain(
   if (!balance.ok) return fail(Reason.exactEip3009NotSupported, undefined, 'The token has no balanceOf.')
   if (balance.value < BigInt(authorization.value))
     return fail(Reason.exactInsufficientBalance, undefined, `Balance ${balance.value} is below ${authorization.value}.`)
+  const domain = checkDomain(token, input.payment)
+  if (domain) return domain
+  if (simulation && !simulation.ok) return fail(Reason.exactSimulationFailed, undefined, revertReason(simulation.error))
+  return { ok: true, balance: balance.value }
+}
+
+/** The offer's EIP-712 name and version against what the token says of itself. */
+function checkDomain(token: TokenInfo, payment: Payment): Failure | undefined {
+  const { name, version } = payment.requirements.extra as { name: string; version: string }
   if (token.name !== undefined && token.name !== name)
     return fail(Reason.exactTokenNameMismatch, undefined, `The token's EIP-712 name is "${token.name}", the offer says "${name}".`)
   if (token.version !== undefined && token.version !== version)
@@ -222,7 +257,6 @@ async function checkOnChain(
       undefined,
       `The token's EIP-712 version is "${token.version}", the offer says "${version}".`,
     )
-  if (simulation && !simulation.ok) return fail(Reason.exactSimulationFailed, undefined, revertReason(simulation.error))
   return undefined
 }
 

@@ -20,6 +20,7 @@ import * as Money from '../../../core/Money.ts'
 import type { PipelineHooks, PipelineWorkers, SchemePipeline } from '../../../core/Scheme.ts'
 import type { Batch, BatchTransaction, PaymentOutcome, QueuedPayment, SettlementQueue } from '../../../facilitator/Queue.ts'
 import { messageOf } from '../../Outcome.ts'
+import { admissionOf, ended } from '../admission.ts'
 import * as Eip3009 from '../Eip3009.ts'
 import { type Context, checkChain, type Fees, type NetworkState, type SignerState } from '../state.ts'
 import { broadcast, feesOf } from '../transactions.ts'
@@ -556,6 +557,8 @@ async function close(
   outcome: 'mined' | 'reverted' | 'dropped' = receipt?.status === 'reverted' ? 'reverted' : 'mined',
 ) {
   await worker.queue.closeBatch(batch.id, outcomes, Date.now())
+  const admission = admissionOf(state, worker.context.admission)
+  if (admission) for (const item of outcomes) if (item.status !== 'queued') ended(admission, item.key)
   worker.hooks.recorded(outcomes.filter((item) => item.status !== 'queued').map((item) => item.key))
   for (const item of outcomes)
     worker.hooks.event({ type: 'item', network: state.network, outcome: item.status === 'failed' ? item.errorReason : item.status })
