@@ -11,7 +11,8 @@
  *   npm run bench -- --channels-only [--quick]
  *
  * Environment: BENCH_CHANNEL_STORE (`pglite`, the default, on a worker thread; `postgres`, the default
- * when DATABASE_URL is set; `memory`), BENCH_CHANNEL_MAX_UNSAVED (the seller's `durability.maxUnsaved`).
+ * when DATABASE_URL is set; `memory`), BENCH_CHANNEL_MAX_UNSAVED and BENCH_CHANNEL_COMMIT_MS (the seller's
+ * `durability.maxUnsaved` and `durability.intervalMs`).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { Agent, request } from 'node:http'
@@ -126,7 +127,7 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
     const agent = new Agent({ keepAlive: true, maxSockets: channels + 4 })
     const get = httpGetter(port, agent)
 
-    progress(`channels: latency, ${latencyRequests} free then ${latencyRequests} paid requests one at a time`)
+    progress(`channels: latency, ${latencyRequests} free and ${latencyRequests} paid requests in turn, one at a time`)
     const latencyHeaders = headers[0]!
     const free: number[] = []
     const paidLatency: number[] = []
@@ -136,8 +137,9 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
       const { status } = await get('/paid', latencyHeaders[index])
       if (status !== 200) throw new Error(`bench: a warm-up paid request was answered ${status}`)
     }
-    for (let index = 0; index < latencyRequests; index++) free.push((await get('/free')).ms)
+    // Free and paid in turn, so that whatever else the machine does falls on both alike.
     for (let index = warm; index < vouchersPerChannel; index++) {
+      free.push((await get('/free')).ms)
       const { status, ms } = await get('/paid', latencyHeaders[index])
       if (status !== 200) throw new Error(`bench: a paid request was answered ${status}`)
       paidLatency.push(ms)
@@ -308,7 +310,10 @@ async function serveSeller(): Promise<void> {
     minDeposit: BigInt(env('SELLER_MIN_DEPOSIT')),
     facilitator: httpFacilitator(env('FACILITATOR_URL')),
     ...(db && { store: sqlSellerChannelStore(db, { table: `bench_channels_${process.pid}` }) }),
-    ...(process.env.BENCH_CHANNEL_MAX_UNSAVED && { durability: { maxUnsaved: Number(process.env.BENCH_CHANNEL_MAX_UNSAVED) } }),
+    durability: {
+      ...(process.env.BENCH_CHANNEL_MAX_UNSAVED && { maxUnsaved: Number(process.env.BENCH_CHANNEL_MAX_UNSAVED) }),
+      ...(process.env.BENCH_CHANNEL_COMMIT_MS && { intervalMs: Number(process.env.BENCH_CHANNEL_COMMIT_MS) }),
+    },
   })
   await seller.ready()
   const app = new Hono()

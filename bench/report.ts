@@ -444,7 +444,7 @@ export function renderChannels(figures: ChannelFigures): string {
     ),
     '',
     `   paid requests ${paid.requests}, refused or failed ${paid.failures}; CPU while loaded: ${cpu}`,
-    `   added latency (paid minus free, one request at a time, ${s.latencyRequests} each): p50 ${ms(latency.paidP50 - latency.freeP50)}, p99 ${ms(latency.paidP99 - latency.freeP99)}`,
+    `   added latency (paid minus free, in turn, one request at a time, ${s.latencyRequests} each): p50 ${ms(latency.paidP50 - latency.freeP50)}, p99 ${ms(latency.paidP99 - latency.freeP99)}`,
     `   (free p50 ${ms(latency.freeP50)} p99 ${ms(latency.freeP99)}; paid p50 ${ms(latency.paidP50)} p99 ${ms(latency.paidP99)})`,
     `   gas: deposit ${gas.deposit.toFixed(0)} per channel, claim ${gas.claim} for ${gas.claimChannels} channels, sweep ${gas.sweep}; from receipts`,
     `   channel store: ${s.store}, written behind in group commits`,

@@ -33,7 +33,10 @@ export type BatchSettlementEvmSellerOptions = {
      * answer waits for the commit that holds its voucher.
      */
     mode?: 'batched' | 'strict'
-    /** Milliseconds between group commits. Default 5. */
+    /**
+     * Milliseconds between group commits. Default 20. The loss bound is `maxUnsaved`, not this: a request
+     * that must wait for a commit (a deposit, `strict`, a channel at `maxUnsaved`) starts one at once.
+     */
     intervalMs?: number
     /**
      * Vouchers a channel may have accepted beyond the store before a request waits for a commit. Default
@@ -168,7 +171,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       }
     )
   }
-  const journal: Journal = sellerJournal({ store, intervalMs: options.durability?.intervalMs ?? 5, read: recordOf, onError })
+  const journal: Journal = sellerJournal({ store, intervalMs: options.durability?.intervalMs ?? 20, read: recordOf, onError })
 
   function hold(record: Omit<SellerChannelRecord, 'id'> & { id: string }): SellerChannel {
     const channel: SellerChannel = {

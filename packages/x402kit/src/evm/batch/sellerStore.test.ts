@@ -150,6 +150,34 @@ describe.each(suites)('the channel store on $name', ({ store: open }) => {
 })
 
 describe('the write-behind journal', () => {
+  it('starts the commit a waiter needs as soon as the one in flight ends, without waiting for the timer', async () => {
+    const inner = memorySellerChannelStore()
+    let saves = 0
+    const store: SellerChannelStore = {
+      load: () => inner.load(),
+      async save(records) {
+        saves++
+        await new Promise((resolve) => setTimeout(resolve, 30))
+        await inner.save(records)
+      },
+    }
+    const state = new Map<string, SellerChannelRecord>()
+    const id = `0x${'0c'.repeat(32)}` as Hex
+    const journal = sellerJournal({ store, intervalMs: 60_000, read: (key) => state.get(key), onError: () => {} })
+    state.set(id, record(id, 1_000n))
+    journal.touch(id)
+    const first = journal.flushed()
+    // A change made while the first commit is out needs the next one.
+    state.set(id, record(id, 2_000n))
+    journal.touch(id)
+    const started = performance.now()
+    await Promise.all([first, journal.flushed()])
+    expect(saves).toBe(2)
+    expect(performance.now() - started).toBeLessThan(30_000)
+    expect((await inner.load())[0]?.charged).toBe(2_000n)
+    await journal.close()
+  })
+
   it('saves every changed channel in one group commit, the latest state of each, and retries a failed save', async () => {
     const inner = memorySellerChannelStore()
     const batches: number[] = []

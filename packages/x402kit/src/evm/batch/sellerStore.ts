@@ -196,15 +196,15 @@ export function sellerJournal(options: {
   const dirty = new Map<string, number>()
   let inFlight: Map<string, number> | undefined
   let waiters: (() => void)[] = []
-  let running: Promise<void> | undefined
   let closed = false
 
-  async function round(): Promise<void> {
+  /** One group commit; false when the save failed (its changes and waiters go to the next round). */
+  async function round(): Promise<boolean> {
     if (dirty.size === 0) {
       const done = waiters
       waiters = []
       for (const resolve of done) resolve()
-      return
+      return true
     }
     const batch = new Map(dirty)
     dirty.clear()
@@ -216,19 +216,30 @@ export function sellerJournal(options: {
       await options.store.save(records)
       inFlight = undefined
       for (const resolve of done) resolve()
+      return true
     } catch (error) {
       inFlight = undefined
       for (const [id, count] of batch) dirty.set(id, (dirty.get(id) ?? 0) + count)
       waiters.push(...done)
       options.onError(error)
+      return false
     }
   }
 
+  let running: Promise<void> | undefined
   function tick() {
     if (running) return
-    running = round().finally(() => {
-      running = undefined
-    })
+    running = round()
+      .catch((error: unknown) => {
+        options.onError(error)
+        return false
+      })
+      .then((saved) => {
+        running = undefined
+        // Someone waits for a commit that holds their change: it starts now, not at the next tick. After
+        // a failed save the timer paces the retries.
+        if (saved && waiters.length > 0 && !closed) tick()
+      })
   }
 
   const timer = setInterval(tick, options.intervalMs)
