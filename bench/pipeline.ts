@@ -8,7 +8,8 @@
  *   npm run bench -- --pipeline-only     (or BENCH_ONLY=pipeline npm run bench; add --quick for a smoke run)
  *
  * Environment: DATABASE_URL (our queue on PostgreSQL, in a fresh schema, instead of PGlite),
- * BENCH_PIPELINE_PAYMENTS (payments submitted to ours), BENCH_PIPELINE_SIGNERS (our signer keys, default 8).
+ * BENCH_PIPELINE_PAYMENTS (payments submitted to ours), BENCH_PIPELINE_SIGNERS (our signer keys, default 8),
+ * BENCH_PIPELINE_MAX_ITEMS (payments per batch transaction, default 400).
  */
 import { mkdtemp, rm } from 'node:fs/promises'
 import type { AddressInfo } from 'node:net'
@@ -96,7 +97,7 @@ export function pipelineSettings(quick: boolean): PipelineSettings {
     payments: Number(process.env.BENCH_PIPELINE_PAYMENTS) || (quick ? 1_000 : 10_000),
     payers: quick ? 40 : 150,
     signers: Number(process.env.BENCH_PIPELINE_SIGNERS) || 8,
-    maxItems: 400,
+    maxItems: Number(process.env.BENCH_PIPELINE_MAX_ITEMS) || 400,
     concurrency: 256,
     referenceConcurrency: 64,
     referenceSeconds: quick ? 4 : 8,
