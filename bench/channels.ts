@@ -10,8 +10,8 @@
  *
  *   npm run bench -- --channels-only [--quick]
  *
- * Environment: BENCH_CHANNEL_STORE (`pglite`, the default, on a worker thread; `postgres`, the default
- * when DATABASE_URL is set; `memory`), BENCH_CHANNEL_MAX_UNSAVED and BENCH_CHANNEL_COMMIT_MS (the seller's
+ * Environment: BENCH_CHANNEL_STORE (`memory`, the seller's default and the bench's; `pglite`, on a worker
+ * thread; `postgres`, at DATABASE_URL), BENCH_CHANNEL_MAX_UNSAVED and BENCH_CHANNEL_COMMIT_MS (the seller's
  * `durability.maxUnsaved` and `durability.intervalMs`).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -62,11 +62,14 @@ export async function runChannelBench(quick: boolean, progress: (line: string) =
     facilitator = await startReferenceBatchFacilitator(devnet, { sender: sender!.privateKey, authorizer: authorizer!.privateKey })
     const port = await freePort()
     const base = `http://127.0.0.1:${port}`
-    const storeKind = process.env.BENCH_CHANNEL_STORE ?? (process.env.DATABASE_URL ? 'postgres' : 'pglite')
+    // The seller's own default (memory) unless told: `pglite` and `postgres` measure durable stores.
+    const storeKind = process.env.BENCH_CHANNEL_STORE ?? 'memory'
     const store =
-      { postgres: 'PostgreSQL (DATABASE_URL)', pglite: 'PGlite in memory, on a worker thread', memory: 'memory only (no durability)' }[
-        storeKind
-      ] ?? storeKind
+      {
+        postgres: 'PostgreSQL (DATABASE_URL)',
+        pglite: 'PGlite in memory, on a worker thread',
+        memory: "memory only, the seller's default (no durability; BENCH_CHANNEL_STORE=pglite or postgres for a durable one)",
+      }[storeKind] ?? storeKind
     seller = spawn(
       process.execPath,
       [...(process.env.BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/prof'] : []), '--import', 'tsx', new URL(import.meta.url).pathname],
