@@ -140,7 +140,10 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
   const chainIdOf = (network: string) => Number(network.split(':')[1])
   const separatorOf = (network: string) => {
     let separator = separators.get(network)
-    if (!separator) separators.set(network, (separator = domainSeparator(chainIdOf(network), escrow)))
+    if (!separator) {
+      separator = domainSeparator(chainIdOf(network), escrow)
+      separators.set(network, separator)
+    }
     return separator
   }
   /** Whether a voucher on `channel` is signed by the channel's signer. */
