@@ -11,6 +11,7 @@ it('exports', () => {
       "SETTLEMENT_BATCHER_ADDRESS",
       "USDC_ABI",
       "startDevnet",
+      "usdcAsset",
     ]
   `)
 })

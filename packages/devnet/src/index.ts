@@ -39,7 +39,7 @@ import { checkUsdc, deployUsdc, queueUsdcMint, USDC_ABI, USDC_ADMIN_ABI, USDC_MI
 export { ANVIL_MNEMONIC } from './anvil.ts'
 export { PERMIT_TOKEN_ABI, PERMIT_TOKEN_DOMAIN } from './permitToken.ts'
 export { SETTLEMENT_BATCHER_ADDRESS } from './settlementBatcher.ts'
-export { FIAT_TOKEN_ABI, USDC_ABI } from './usdc.ts'
+export { FIAT_TOKEN_ABI, USDC_ABI, usdcAsset } from './usdc.ts'
 
 export type DevnetOptions = {
   /** Seconds between blocks (fractions allowed); 0 or unset mines each transaction at once. */

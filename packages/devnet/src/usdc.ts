@@ -154,3 +154,11 @@ export async function checkUsdc(client: Client<Transport, Chain>, usdc: Address,
     )
   }
 }
+
+/**
+ * The devnet's USDC as an x402 asset (Circle's EIP-712 domain, EIP-3009 transfers), for
+ * `Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))`.
+ */
+export function usdcAsset(devnet: { usdc: Address }) {
+  return { address: devnet.usdc, name: 'USD Coin', version: '2', decimals: 6, symbol: 'USDC', transfer: 'eip3009' } as const
+}

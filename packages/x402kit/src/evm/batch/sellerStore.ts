@@ -124,8 +124,20 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
     },
   }
 
+  /** The columns a save changes, in table order after `id`: what an update writes. */
+  function counters(batch: readonly SellerChannelRecord[]) {
+    return [
+      batch.map((record) => record.balance.toString()),
+      batch.map((record) => record.totalClaimed.toString()),
+      batch.map((record) => record.charged.toString()),
+      batch.map((record) => record.signature ?? null),
+      batch.map((record) => record.withdrawRequestedAt.toString()),
+      batch.map((record) => record.refundNonce.toString()),
+      batch.map((record) => Math.floor(record.lastRequestAt).toString()),
+    ]
+  }
+
   async function update(batch: readonly SellerChannelRecord[]) {
-    const column = <value>(pick: (record: SellerChannelRecord) => value) => batch.map(pick)
     await db.query(
       `UPDATE ${table} AS stored SET balance = changed.balance, total_claimed = changed.total_claimed,
           charged = changed.charged, signature = changed.signature, withdraw_requested_at = changed.withdraw_requested_at,
@@ -133,21 +145,11 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
         FROM unnest($1::text[], $2::numeric[], $3::numeric[], $4::numeric[], $5::text[], $6::bigint[], $7::numeric[], $8::bigint[])
           AS changed (id, balance, total_claimed, charged, signature, withdraw_requested_at, refund_nonce, last_request_at)
         WHERE stored.id = changed.id AND stored.charged <= changed.charged`,
-      [
-        column((record) => record.id),
-        column((record) => record.balance.toString()),
-        column((record) => record.totalClaimed.toString()),
-        column((record) => record.charged.toString()),
-        column((record) => record.signature ?? null),
-        column((record) => record.withdrawRequestedAt.toString()),
-        column((record) => record.refundNonce.toString()),
-        column((record) => Math.floor(record.lastRequestAt).toString()),
-      ],
+      [batch.map((record) => record.id), ...counters(batch)],
     )
   }
 
   async function upsert(batch: readonly SellerChannelRecord[]) {
-    const column = <value>(pick: (record: SellerChannelRecord) => value) => batch.map(pick)
     await db.query(
       `INSERT INTO ${table} AS stored (id, network, config, balance, total_claimed, charged, signature,
             withdraw_requested_at, refund_nonce, last_request_at)
@@ -158,16 +160,10 @@ export function sqlSellerChannelStore(db: SqlQueryable, options: { table?: strin
             refund_nonce = excluded.refund_nonce, last_request_at = excluded.last_request_at
           WHERE stored.charged <= excluded.charged`,
       [
-        column((record) => record.id),
-        column((record) => record.network),
-        column((record) => JSON.stringify(record.config)),
-        column((record) => record.balance.toString()),
-        column((record) => record.totalClaimed.toString()),
-        column((record) => record.charged.toString()),
-        column((record) => record.signature ?? null),
-        column((record) => record.withdrawRequestedAt.toString()),
-        column((record) => record.refundNonce.toString()),
-        column((record) => Math.floor(record.lastRequestAt).toString()),
+        batch.map((record) => record.id),
+        batch.map((record) => record.network),
+        batch.map((record) => JSON.stringify(record.config)),
+        ...counters(batch),
       ],
     )
   }

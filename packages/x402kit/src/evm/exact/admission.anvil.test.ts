@@ -1,4 +1,4 @@
-import { type Devnet, startDevnet } from '@x402kit/devnet'
+import { type Devnet, startDevnet, usdcAsset } from '@x402kit/devnet'
 import { type Address, createTestClient, createWalletClient, type Hex, http, parseAbi, publicActions } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -12,7 +12,8 @@ import { exactEvmFacilitator } from './facilitator.ts'
 import { exactEvmServer } from './server.ts'
 
 const amount = 1_000n
-const pollingIntervalMs = 50
+// Wide enough that a head poll delayed by a busy machine still counts as fresh: a stale head means a full chain read.
+const pollingIntervalMs = 200
 
 describe('admission from a cached balance, on a devnet', () => {
   let devnet: Devnet
@@ -22,14 +23,7 @@ describe('admission from a cached balance, on a devnet', () => {
 
   beforeAll(async () => {
     devnet = await startDevnet({ accounts: 4, gasLimit: 100_000_000n })
-    Network.registerAsset(devnet.network, devnet.chainId, {
-      address: devnet.usdc,
-      name: 'USD Coin',
-      version: '2',
-      decimals: 6,
-      symbol: 'USDC',
-      transfer: 'eip3009',
-    })
+    Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))
     payTo = devnet.accounts[1]!.address
   }, 60_000)
 

@@ -1,4 +1,4 @@
-import { type Devnet, startDevnet } from '@x402kit/devnet'
+import { type Devnet, startDevnet, usdcAsset } from '@x402kit/devnet'
 import { type Address, bytesToHex, createTestClient, type Hex, hexToBytes, http, parseAbi, serializeErc6492Signature, toHex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -21,14 +21,7 @@ const amount = 1_000n // 0.001 USDC
 const wallet = (selector: string): Hex => `0x63${selector}60e01b60005260206000f3`
 
 function registerUsdc(devnet: Devnet) {
-  Network.registerAsset(devnet.network, devnet.chainId, {
-    address: devnet.usdc,
-    name: 'USD Coin',
-    version: '2',
-    decimals: 6,
-    symbol: 'USDC',
-    transfer: 'eip3009',
-  })
+  Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))
 }
 
 function offerOn(devnet: Devnet, payTo: Address, extra?: { name?: string; version?: string }): PaymentRequirements {

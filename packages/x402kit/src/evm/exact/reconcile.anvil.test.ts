@@ -1,4 +1,4 @@
-import { type Devnet, startDevnet } from '@x402kit/devnet'
+import { type Devnet, startDevnet, usdcAsset } from '@x402kit/devnet'
 import { createTestClient, getAddress, type Hash, type Hex, http, parseSignature } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -27,14 +27,7 @@ describe('reconciling settlements left settling', () => {
 
   beforeAll(async () => {
     devnet = await startDevnet({ accounts: 8 })
-    Network.registerAsset(devnet.network, devnet.chainId, {
-      address: devnet.usdc,
-      name: 'USD Coin',
-      version: '2',
-      decimals: 6,
-      symbol: 'USDC',
-      transfer: 'eip3009',
-    })
+    Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))
     payTo = devnet.accounts[1]!.address
     store = memoryStore()
     facilitator = createFacilitator({

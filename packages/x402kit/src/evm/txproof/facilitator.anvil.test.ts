@@ -2,7 +2,7 @@
  * `txproof` through the facilitator orchestration on a devnet with real USDC: the client sends the
  * transfer and proves it, the facilitator verifies and settles it, and the transaction pays once.
  */
-import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
+import { type Devnet, type DevnetAccount, startDevnet, usdcAsset } from '@x402kit/devnet'
 import type { Address, Hash } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -25,14 +25,7 @@ describe('txproofEvmFacilitator through createFacilitator on a devnet (automine)
 
   beforeAll(async () => {
     devnet = await startDevnet({ accounts: 3 })
-    Network.registerAsset(devnet.network, devnet.chainId, {
-      address: devnet.usdc,
-      name: 'USD Coin',
-      version: '2',
-      decimals: 6,
-      symbol: 'USDC',
-      transfer: 'eip3009',
-    })
+    Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))
     payer = devnet.accounts[0]!
     facilitator = createFacilitator({ schemes: [txproofEvmFacilitator({ networks: { [devnet.network]: { rpcUrl: devnet.rpcUrl } } })] })
   })

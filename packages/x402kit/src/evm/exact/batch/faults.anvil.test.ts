@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect, createServer as createTcpServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type Devnet, startDevnet } from '@x402kit/devnet'
+import { type Devnet, startDevnet, usdcAsset } from '@x402kit/devnet'
 import { type Database, migrate, openDatabase, sqlStore } from '@x402kit/facilitator'
 import { type Address, createTestClient, getAddress, type Hash, type Hex, http, parseAbi, parseSignature } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
@@ -169,14 +169,7 @@ describe('the settlement pipeline under faults', () => {
 
   beforeAll(async () => {
     devnet = await startDevnet({ accounts: 16, gasLimit: 100_000_000n })
-    Network.registerAsset(devnet.network, devnet.chainId, {
-      address: devnet.usdc,
-      name: 'USD Coin',
-      version: '2',
-      decimals: 6,
-      symbol: 'USDC',
-      transfer: 'eip3009',
-    })
+    Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))
     test = createTestClient({ mode: 'anvil', transport: http(devnet.rpcUrl) })
     payers = devnet.accounts.slice(4).map((account) => account.privateKey)
   }, 60_000)

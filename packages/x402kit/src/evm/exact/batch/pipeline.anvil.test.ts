@@ -1,4 +1,4 @@
-import { type Devnet, startDevnet } from '@x402kit/devnet'
+import { type Devnet, startDevnet, usdcAsset } from '@x402kit/devnet'
 import { type Address, createTestClient, createWalletClient, getAddress, type Hex, http, parseAbi, publicActions } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -23,14 +23,7 @@ describe('the settlement pipeline on a devnet', () => {
 
   beforeAll(async () => {
     devnet = await startDevnet({ accounts: 14, gasLimit: 100_000_000n })
-    Network.registerAsset(devnet.network, devnet.chainId, {
-      address: devnet.usdc,
-      name: 'USD Coin',
-      version: '2',
-      decimals: 6,
-      symbol: 'USDC',
-      transfer: 'eip3009',
-    })
+    Network.registerAsset(devnet.network, devnet.chainId, usdcAsset(devnet))
     payTo = devnet.accounts[1]!.address
   }, 60_000)
 
