@@ -100,6 +100,11 @@ export function addressOfKey(publicKey: Uint8Array): Address {
 export function recoverPublicKey(digest: Uint8Array, signature: Uint8Array): Uint8Array {
   if (digest.length !== 32) throw new BaseError(`A digest is 32 bytes, got ${digest.length}.`, { code: 'invalid_digest' })
   const { compact, recovery } = signatureParts(signature)
+  return recoverFromParts(digest, compact, recovery)
+}
+
+/** `recoverPublicKey` for a signature already split and checked by `signatureParts`. */
+export function recoverFromParts(digest: Uint8Array, compact: Uint8Array, recovery: number): Uint8Array {
   try {
     return (native ?? js)(compact, recovery, digest)
   } catch (error) {

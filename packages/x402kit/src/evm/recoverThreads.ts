@@ -14,7 +14,7 @@ import { availableParallelism } from 'node:os'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { keccak_256 } from '@noble/hashes/sha3.js'
-import { nativeBindingPath, recoverPublicKey, signatureParts } from './recover.ts'
+import { nativeBindingPath, recoverFromParts, signatureParts } from './recover.ts'
 
 export type RecoveryThreads = {
   /**
@@ -83,7 +83,10 @@ parentPort.on('message', async (jobs) => {
 `
 
 type Job = { kind: 0 | 1; data: Uint8Array; compact: Uint8Array; recovery: number; resolve(key: Uint8Array | undefined): void }
-type Lane = { worker: Worker; inFlight: Job[][] }
+/** A worker and the batch it is recovering, if any: one at a time, answered in order. */
+type Lane = { worker: Worker; batch: Job[] | undefined }
+
+const idle = (lane: Lane | undefined) => lane?.batch === undefined
 
 const keccakModule = pathToFileURL(createRequire(import.meta.url).resolve('@noble/hashes/sha3.js')).href
 
@@ -124,7 +127,7 @@ export function recoveryThreads(options: { threads?: number } = {}): RecoveryThr
   const inline = (job: Job) => {
     counted.here++
     try {
-      job.resolve(recoverPublicKey(digestOf(job), Buffer.concat([job.compact, Uint8Array.of(job.recovery)])))
+      job.resolve(recoverFromParts(digestOf(job), job.compact, job.recovery))
     } catch {
       job.resolve(undefined)
     }
@@ -132,21 +135,23 @@ export function recoveryThreads(options: { threads?: number } = {}): RecoveryThr
 
   function start(slot: number): Lane {
     const worker = new Worker(workerSource, { eval: true, workerData: { binding: nativeBindingPath, keccak: keccakModule } })
-    const lane: Lane = { worker, inFlight: [] }
+    const lane: Lane = { worker, batch: undefined }
     worker.on('message', (keys: Uint8Array) => {
-      const batch = lane.inFlight.shift() ?? []
+      const batch = lane.batch ?? []
+      lane.batch = undefined
       counted.threads += batch.length
       batch.forEach((job, index) => {
         const key = keys.subarray(index * keyBytes, (index + 1) * keyBytes)
         job.resolve(key[0] === 0x04 ? key : undefined)
       })
-      if (lane.inFlight.length === 0) worker.unref()
+      worker.unref()
       // What queued while this batch was out goes now, as one batch: the busier the server, the fewer messages per signature.
       if (queued.length > 0 && !scheduled) flush()
     })
     const fail = () => {
       if (lanes[slot] === lane) lanes[slot] = undefined
-      for (const batch of lane.inFlight.splice(0)) batch.forEach(inline)
+      lane.batch?.forEach(inline)
+      lane.batch = undefined
     }
     worker.on('error', fail)
     worker.on('exit', fail)
@@ -161,10 +166,10 @@ export function recoveryThreads(options: { threads?: number } = {}): RecoveryThr
     queued = []
     if (batch.length === 0) return
     // A lone signature with every thread idle is the quiet case: recovering it here answers sooner than a thread's wake-up.
-    const quiet = batch.length === 1 && lanes.every((lane) => lane === undefined || lane.inFlight.length === 0)
+    const quiet = batch.length === 1 && lanes.every(idle)
     if (closed || threads === 0 || quiet) return batch.forEach(inline)
     // The first idle thread takes the batch; with every thread busy, it waits for the first to answer.
-    const slot = lanes.findIndex((lane) => lane === undefined || lane.inFlight.length === 0)
+    const slot = lanes.findIndex(idle)
     if (slot < 0) {
       queued = batch
       return
@@ -181,7 +186,7 @@ export function recoveryThreads(options: { threads?: number } = {}): RecoveryThr
       jobs[at + 3 + job.data.length + 64] = job.recovery
       at += 3 + job.data.length + 65
     }
-    lane.inFlight.push(batch)
+    lane.batch = batch
     lane.worker.ref()
     lane.worker.postMessage(jobs, [jobs.buffer])
   }
@@ -219,7 +224,8 @@ export function recoveryThreads(options: { threads?: number } = {}): RecoveryThr
       await Promise.all(
         running.map(async (lane) => {
           // Answers already asked for are not lost: they are recovered here instead.
-          for (const batch of lane.inFlight.splice(0)) batch.forEach(inline)
+          lane.batch?.forEach(inline)
+          lane.batch = undefined
           await lane.worker.terminate()
         }),
       )

@@ -221,12 +221,11 @@ export function createPaywall(config: PaywallConfig): Paywall {
     if (!verdict) return unavailable('verify')
     if (verdict.isValid !== true) {
       const extra = local && (verdict as LocalVerdict).offerExtra
-      const corrected =
-        extra && offers.map((candidate) => (candidate === offer ? { ...candidate, extra: { ...candidate.extra, ...extra } } : candidate))
+      const shown = extra
+        ? offers.map((candidate) => (candidate === offer ? { ...candidate, extra: { ...candidate.extra, ...extra } } : candidate))
+        : offers
       const error = reasonOf(verdict.invalidReason, Reason.unexpectedVerifyError)
-      return corrected
-        ? paymentRequired({ resource, offers: corrected, error, message: verdict.invalidMessage })
-        : ask(error, verdict.invalidMessage)
+      return paymentRequired({ resource, offers: shown, error, message: verdict.invalidMessage })
     }
 
     const answer = local && (verdict as LocalVerdict).answer
@@ -234,15 +233,15 @@ export function createPaywall(config: PaywallConfig): Paywall {
     let body: ArrayBuffer
     try {
       response = answer ? Response.json(answer) : await next(request)
+      if (response.status >= 400) {
+        local?.release?.(payment)
+        return response
+      }
       // The whole answer is held until settlement succeeds (or, after-response, the payment is queued): nothing of it leaves unpaid.
-      body = response.status >= 400 ? new ArrayBuffer(0) : await response.arrayBuffer()
+      body = await response.arrayBuffer()
     } catch (error) {
       local?.release?.(payment)
       throw error
-    }
-    if (response.status >= 400) {
-      local?.release?.(payment)
-      return response
     }
     const cap = route.offers[offers.indexOf(offer)]?.maxUnsettled ?? BigInt(offer.amount) * defaults.unsettledPayments
     const settlement = await call(

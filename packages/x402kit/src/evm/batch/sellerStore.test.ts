@@ -14,7 +14,7 @@ import {
   sellerJournal,
   sqlSellerChannelStore,
 } from './sellerStore.ts'
-import { domainSeparator, fingerprintOf, type SellerChannel, signedBy, signedByChannel, voucherStruct } from './sellerVoucher.ts'
+import { domainSeparator, fingerprintOf, type SellerChannel, signedByChannel, voucherStruct } from './sellerVoucher.ts'
 
 const payer = privateKeyToAccount(generatePrivateKey())
 const config: Channel.ChannelConfig = {
@@ -57,10 +57,14 @@ describe('the voucher hasher', () => {
       primaryType: 'Voucher',
       message: { channelId: id, maxClaimableAmount: 5_000n },
     })
-    expect(signedBy(hash(id, 5_000n), signature, payer.address.toLowerCase())).toBe(true)
-    expect(signedBy(hash(id, 5_001n), signature, payer.address.toLowerCase())).toBe(false)
-    expect(signedBy(hash(id, 5_000n), `${signature.slice(0, -2)}1f`, payer.address.toLowerCase())).toBe(false)
-    expect(signedBy(hash(id, 5_000n), 42, payer.address.toLowerCase())).toBe(false)
+    // A channel that has shown no key yet: the signer is checked by address.
+    const signedBy = (amount: bigint, sent: unknown) =>
+      signedByChannel(separator, voucherStruct(id, amount), sent, { signer: payer.address.toLowerCase() } as SellerChannel, here)
+    const here = recoveryThreads({ threads: 0 })
+    expect(await signedBy(5_000n, signature)).toBe(true)
+    expect(await signedBy(5_001n, signature)).toBe(false)
+    expect(await signedBy(5_000n, `${signature.slice(0, -2)}1f`)).toBe(false)
+    expect(await signedBy(5_000n, 42)).toBe(false)
   })
 })
 

@@ -4,7 +4,7 @@
  * and one native secp256k1 recovery (both on a worker thread where there is one) — no schema pass over addresses, no EIP-712 type walk, no I/O.
  */
 import { type Address, encodeAbiParameters, type Hex, hexToBytes, keccak256, toBytes } from 'viem'
-import { addressOfKey, recoverAddress } from '../recover.ts'
+import { addressOfKey } from '../recover.ts'
 import type { RecoveryThreads } from '../recoverThreads.ts'
 import * as Channel from './Channel.ts'
 
@@ -77,16 +77,6 @@ export function voucherStruct(channelId: Hex, maxClaimableAmount: bigint): Uint8
   words.setBigUint64(80, maxClaimableAmount >> 64n)
   words.setBigUint64(88, maxClaimableAmount & 0xffffffffffffffffn)
   return struct
-}
-
-/** Whether `signature` over the voucher recovers to `signer` (lower case); false for any malformed signature. */
-export function signedBy(digest: Uint8Array, signature: unknown, signer: string): boolean {
-  if (typeof signature !== 'string' || signature.length !== 132) return false
-  try {
-    return recoverAddress(digest, signature as Hex).toLowerCase() === signer
-  } catch {
-    return false
-  }
 }
 
 const hexSignature = /^0x[0-9a-fA-F]{130}$/
