@@ -13,11 +13,9 @@ import { serve } from '@hono/node-server'
 import { HTTPFacilitatorClient } from '@x402/core/server'
 import { BatchSettlementEvmScheme as ClientScheme, computeChannelId, signVoucher } from '@x402/evm/batch-settlement/client'
 import { type BatchSettlementChannelManager, BatchSettlementEvmScheme as ServerScheme } from '@x402/evm/batch-settlement/server'
-import { paymentMiddleware, x402ResourceServer } from '@x402/express'
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch'
 import { type Devnet, type DevnetAccount, startDevnet } from '@x402kit/devnet'
 import { migrate, openDatabase, sqlChannelStore } from '@x402kit/facilitator'
-import express from 'express'
 import { type Abi, type Address, createTestClient, type Hex, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -36,7 +34,8 @@ import {
   erc3009DepositCollectorAbi,
   erc3009DepositCollectorBytecode,
 } from '../contracts/artifacts/index.ts'
-import { type Listening, listen } from './reference.ts'
+import { startReferenceChannelShop } from './batch-settlement.seller.support.ts'
+import type { Listening } from './reference.ts'
 
 const price = 1_000n
 const deposit = 100_000n
@@ -69,33 +68,7 @@ async function deploy(abi: Abi, bytecode: Hex, args: readonly unknown[] = []): P
 async function startShop(payTo: Address, options: { ownAuthorizer?: boolean } = {}): Promise<Shop> {
   const server = new ServerScheme(payTo, options.ownAuthorizer ? { receiverAuthorizerSigner: sellerAuthorizer as never } : {})
   const client = new HTTPFacilitatorClient({ url: facilitatorUrl })
-  const resourceServer = new x402ResourceServer(client).register(devnet.network as `${string}:${string}`, server)
-  const app = express()
-  app.use(
-    paymentMiddleware(
-      {
-        'GET /quote': {
-          accepts: {
-            scheme: 'batch-settlement',
-            network: devnet.network as `${string}:${string}`,
-            payTo,
-            price: {
-              amount: price.toString(),
-              asset: devnet.usdc,
-              extra: { name: 'USD Coin', version: '2', minDeposit: deposit.toString() },
-            },
-          },
-          description: 'Quote',
-          mimeType: 'application/json',
-        },
-      } as never,
-      resourceServer,
-    ),
-  )
-  app.get('/quote', (_req, res) => {
-    res.json({ symbol: 'ETH', usd: 3_000 })
-  })
-  const listening = await listen(app)
+  const listening = await startReferenceChannelShop(devnet, { client, server, payTo, price, minDeposit: deposit })
   return { server, listening, manager: server.createChannelManager(client, devnet.network as `${string}:${string}`, devnet.usdc), payTo }
 }
 

@@ -10,11 +10,9 @@ import { join } from 'node:path'
 import { HTTPFacilitatorClient } from '@x402/core/server'
 import { BatchSettlementEvmScheme as ClientScheme, computeChannelId, signVoucher } from '@x402/evm/batch-settlement/client'
 import { type BatchSettlementChannelManager, BatchSettlementEvmScheme as ServerScheme } from '@x402/evm/batch-settlement/server'
-import { paymentMiddleware, x402ResourceServer } from '@x402/express'
 import { wrapFetchWithPaymentFromConfig } from '@x402/fetch'
 import { type Devnet, startDevnet } from '@x402kit/devnet'
 import { createLogger, type FacilitatorService, startFacilitatorService } from '@x402kit/facilitator'
-import express from 'express'
 import { type Abi, type Address, type Hex, zeroAddress } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -26,7 +24,8 @@ import {
   erc3009DepositCollectorAbi,
   erc3009DepositCollectorBytecode,
 } from '../contracts/artifacts/index.ts'
-import { type Listening, listen } from './reference.ts'
+import { startReferenceChannelShop } from './batch-settlement.seller.support.ts'
+import type { Listening } from './reference.ts'
 
 const apiKey = 'sk_test_channels_0123456789abcdef'
 const price = 1_000n
@@ -82,31 +81,7 @@ beforeAll(async () => {
     createAuthHeaders: async () => ({ verify: auth, settle: auth, supported: auth }),
   })
   const server = new ServerScheme(payTo)
-  const app = express()
-  app.use(
-    paymentMiddleware(
-      {
-        'GET /quote': {
-          accepts: {
-            scheme: 'batch-settlement',
-            network: devnet.network as `${string}:${string}`,
-            payTo,
-            price: {
-              amount: price.toString(),
-              asset: devnet.usdc,
-              extra: { name: 'USD Coin', version: '2', minDeposit: deposit.toString() },
-            },
-          },
-          description: 'Quote',
-        },
-      } as never,
-      new x402ResourceServer(client).register(devnet.network as `${string}:${string}`, server),
-    ),
-  )
-  app.get('/quote', (_req, res) => {
-    res.json({ symbol: 'ETH', usd: 3_000 })
-  })
-  shop = await listen(app)
+  shop = await startReferenceChannelShop(devnet, { client, server, payTo, price, minDeposit: deposit })
   manager = server.createChannelManager(client, devnet.network as `${string}:${string}`, devnet.usdc)
 }, 60_000)
 

@@ -4,8 +4,11 @@
  * `x402Facilitator` with `@x402/evm`'s scheme) behind its HTTP API, recording what it is asked.
  */
 import { x402Facilitator } from '@x402/core/facilitator'
+import type { HTTPFacilitatorClient } from '@x402/core/server'
 import { toFacilitatorEvmSigner } from '@x402/evm'
 import { BatchSettlementEvmScheme as ReferenceBatchScheme } from '@x402/evm/batch-settlement/facilitator'
+import type { BatchSettlementEvmScheme as ReferenceChannelServer } from '@x402/evm/batch-settlement/server'
+import { paymentMiddleware, x402ResourceServer } from '@x402/express'
 import type { Devnet } from '@x402kit/devnet'
 import express from 'express'
 import { type Abi, type Address, createWalletClient, getAddress, type Hex, http, publicActions } from 'viem'
@@ -98,4 +101,38 @@ export async function startReferenceBatchFacilitator(
     res.json(facilitator.getSupported())
   })
   return { ...(await listen(app)), calls }
+}
+
+/** A reference resource server (Express + @x402/express) selling `GET /quote` over batch-settlement, its facilitator reached by `client`. */
+export async function startReferenceChannelShop(
+  devnet: Devnet,
+  options: { client: HTTPFacilitatorClient; server: ReferenceChannelServer; payTo: Address; price: bigint; minDeposit: bigint },
+): Promise<Listening> {
+  const network = devnet.network as `${string}:${string}`
+  const app = express()
+  app.use(
+    paymentMiddleware(
+      {
+        'GET /quote': {
+          accepts: {
+            scheme: 'batch-settlement',
+            network,
+            payTo: options.payTo,
+            price: {
+              amount: options.price.toString(),
+              asset: devnet.usdc,
+              extra: { name: 'USD Coin', version: '2', minDeposit: options.minDeposit.toString() },
+            },
+          },
+          description: 'Quote',
+          mimeType: 'application/json',
+        },
+      } as never,
+      new x402ResourceServer(options.client).register(network, options.server),
+    ),
+  )
+  app.get('/quote', (_req, res) => {
+    res.json({ symbol: 'ETH', usd: 3_000 })
+  })
+  return listen(app)
 }
