@@ -25,6 +25,7 @@ import {
 import { httpFacilitator } from 'x402kit/facilitator'
 import { paywall } from 'x402kit/hono'
 import { batchSettlementAbi } from '../contracts/artifacts/index.ts'
+import { escrowChannel } from './batch-settlement.client.support.ts'
 import { placeEscrow, type ReferenceBatchFacilitator, startReferenceBatchFacilitator } from './batch-settlement.seller.support.ts'
 
 const price = 1_000n
@@ -141,15 +142,7 @@ async function payWith(options: { amount: bigint; signer?: Hex; config?: ReturnT
 }
 
 const errorOf = (response: Response) => PaymentRequired.decode(response.headers.get(HttpHeader.paymentRequired)!).error
-const onChain = async (id: Hex) => {
-  const [balance, totalClaimed] = await devnet.publicClient.readContract({
-    address: Channel.escrowAddress,
-    abi: batchSettlementAbi,
-    functionName: 'channels',
-    args: [id],
-  })
-  return { balance, totalClaimed }
-}
+const onChain = (id: Hex) => escrowChannel(devnet, id)
 
 describe('the reference client pays our seller; the reference facilitator settles', () => {
   const requests = 6

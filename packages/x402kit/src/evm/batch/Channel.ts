@@ -5,6 +5,7 @@
  */
 import { type Address, encodeAbiParameters, getAddress, type Hex, hashTypedData, isAddress, keccak256, zeroAddress } from 'viem'
 import { z } from 'zod'
+import type { SettleResponse } from '../../core/Facilitator.ts'
 import * as Eip3009 from '../exact/Eip3009.ts'
 import { recoverAddress } from '../recover.ts'
 
@@ -233,4 +234,9 @@ export function refundDigest(channelId: Hex, nonce: bigint, amount: bigint, chai
     primaryType: 'Refund',
     message: { channelId, nonce, amount },
   })
+}
+
+/** A settlement of this scheme that failed on `network`: its reason code and message, and its transaction when one was sent. */
+export function failure(network: string, reason: string, message: string, transaction = ''): SettleResponse {
+  return { success: false, errorReason: reason, errorMessage: message, transaction, network }
 }

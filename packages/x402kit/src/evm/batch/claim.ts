@@ -265,13 +265,7 @@ export async function settleSweep(context: Context, payment: Payment): Promise<S
 
 export async function sweep(context: Context, state: NetworkState, receiver: Hex, token: Hex): Promise<SettleResponse> {
   const network = state.network
-  const fail = (errorReason: string, errorMessage: string, transaction = ''): SettleResponse => ({
-    success: false,
-    errorReason,
-    errorMessage,
-    transaction,
-    network,
-  })
+  const fail = (reason: string, message: string, transaction?: string) => Channel.failure(network, reason, message, transaction)
   let due: bigint
   try {
     const [claimed, settled] = await state.client.readContract({

@@ -58,13 +58,7 @@ async function checkVoucher(context: Context, payment: Payment) {
 /** `/settle` of a refund: claims, then refunds the rest of the channel's balance (up to `amount`) to the payer. */
 export async function settleRefund(context: Context, payment: Payment): Promise<SettleResponse> {
   const { network } = payment.requirements
-  const fail = (errorReason: string, errorMessage: string, transaction = ''): SettleResponse => ({
-    success: false,
-    errorReason,
-    errorMessage,
-    transaction,
-    network,
-  })
+  const fail = (reason: string, message: string, transaction?: string) => Channel.failure(network, reason, message, transaction)
   const checked = await checkVoucher(context, payment)
   if ('refusal' in checked) return fail(checked.refusal.reason, checked.refusal.message)
   const { state, payload, channelId } = checked

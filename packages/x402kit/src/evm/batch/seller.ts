@@ -371,7 +371,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
   function refundNow(channel: SellerChannel, amount: bigint): Promise<SettleResponse> {
     return locked(channel.id, async () => {
       if (amount > channel.balance - channel.charged)
-        return failure(channel.network, Reason.batchRefundAmountInvalid, 'The channel no longer holds that much unspent.')
+        return Channel.failure(channel.network, Reason.batchRefundAmountInvalid, 'The channel no longer holds that much unspent.')
       const result = await submitRefund(operations, channel, amount)
       if (result.success !== true) return result
       // The escrow claimed what was charged and gave back `amount`.
@@ -414,14 +414,6 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     return { offerExtra: { channelState: channelState(channel), ...(voucherState && { voucherState }) } }
   }
 
-  const failure = (network: string, reason: string, message: string, transaction = ''): SettleResponse => ({
-    success: false,
-    errorReason: reason,
-    errorMessage: message,
-    transaction,
-    network,
-  })
-
   /** Lets go of a verified voucher without charging it: its channel takes the next request. */
   function release(payment: Payment) {
     const taken = verified.get(payment)
@@ -447,11 +439,11 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       return refundNow(asked.channel, asked.amount)
     }
     const taken = verified.get(payment)
-    if (!taken) return failure(network, Reason.batchPayloadType, 'This payment was not verified by this server.')
+    if (!taken) return Channel.failure(network, Reason.batchPayloadType, 'This payment was not verified by this server.')
     release(payment)
     const { channel, maxClaimableAmount, signature, price } = taken
     const refusal = chargeRefusal(channel, maxClaimableAmount, price)
-    if (refusal) return failure(network, refusal.reason, refusal.message)
+    if (refusal) return Channel.failure(network, refusal.reason, refusal.message)
     const answer = commit(channel, maxClaimableAmount, signature, price)
     await durable(channel)
     return answer
@@ -474,7 +466,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
     return locked(voucher.channelId, async () => {
       const known = channels.get(voucher.channelId)
       const before = known && chargeRefusal(known, voucher.maxClaimableAmount, price, payload.deposit.amount)
-      if (before) return failure(network, before.reason, before.message)
+      if (before) return Channel.failure(network, before.reason, before.message)
       const answer = await facilitator.settle(payment)
       if (answer.success !== true) return answer
       const state = readState((answer as { extra?: { channelState?: unknown } }).extra?.channelState)
@@ -504,7 +496,7 @@ export function createSeller(base: SchemeServer, options: BatchSettlementEvmSell
       if (refusal) {
         journal.touch(channel.id)
         await journal.flushed()
-        return failure(network, refusal.reason, refusal.message, answer.transaction)
+        return Channel.failure(network, refusal.reason, refusal.message, answer.transaction)
       }
       const charged = commit(channel, voucher.maxClaimableAmount, voucher.signature, price)
       // A deposit is rare and slow already: its balance is in the store before it is answered, so a

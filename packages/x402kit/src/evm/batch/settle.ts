@@ -6,18 +6,13 @@
 import type { Hex } from 'viem'
 import { Reason } from '../../core/Errors.ts'
 import type { Payment, SettleResponse } from '../../core/Facilitator.ts'
+import * as Channel from './Channel.ts'
 import { type Context, locked, messageOf, persist, send } from './state.ts'
 import { check, depositCall } from './verify.ts'
 
 export async function settle(context: Context, payment: Payment): Promise<SettleResponse> {
   const { network } = payment.requirements
-  const fail = (reason: string, message: string, transaction = ''): SettleResponse => ({
-    success: false,
-    errorReason: reason,
-    errorMessage: message,
-    transaction,
-    network,
-  })
+  const fail = (reason: string, message: string, transaction?: string) => Channel.failure(network, reason, message, transaction)
   const id = (payment.payload.payload as { voucher?: { channelId?: unknown } }).voucher?.channelId
   if (typeof id !== 'string') return fail(Reason.invalidPayload, 'The payload names no channel.')
   return locked(context, id.toLowerCase(), async () => {
