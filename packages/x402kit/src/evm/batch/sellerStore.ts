@@ -8,16 +8,21 @@ import * as Channel from './Channel.ts'
 
 /** One channel as stored; amounts in the token's atomic units. */
 export type SellerChannelRecord = {
+  /** The channel id, lower-case hex. */
   id: Hex
   network: string
   config: Channel.ChannelConfig
+  /** In the escrow, as last deposited through this seller or read. */
   balance: bigint
+  /** Claimed on chain so far. */
   totalClaimed: bigint
-  /** The highest voucher accepted (cumulative). */
+  /** The highest voucher accepted: the channel's cumulative charge, and what a claim presents. */
   charged: bigint
   signature: Hex | undefined
+  /** When the payer started a withdrawal (seconds), 0 when none. */
   withdrawRequestedAt: number
   refundNonce: bigint
+  /** Milliseconds since the epoch of the last paid request. */
   lastRequestAt: number
 }
 

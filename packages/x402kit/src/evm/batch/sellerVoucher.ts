@@ -7,34 +7,20 @@ import { type Address, encodeAbiParameters, type Hex, hexToBytes, keccak256, toB
 import { addressOfKey } from '../recover.ts'
 import type { RecoveryThreads } from '../recoverThreads.ts'
 import * as Channel from './Channel.ts'
+import type { SellerChannelRecord } from './sellerStore.ts'
 
-/** What the seller holds of a channel; amounts in the token's atomic units. */
-export type SellerChannel = {
-  /** The channel id, lower-case hex. */
-  readonly id: Hex
-  readonly network: string
-  readonly config: Channel.ChannelConfig
-  /** The config's fields in lower case, joined: a payload naming this channel must carry exactly these. */
-  readonly fingerprint: string
-  /** Who signs the vouchers (payer authorizer, or payer), lower case. */
-  readonly signer: string
-  /** The signer's public key, once a voucher has shown it: later vouchers are compared to it without hashing it. */
-  signerKey?: Uint8Array
-  /** In the escrow, as last deposited through this seller or read. */
-  balance: bigint
-  /** Claimed on chain so far. */
-  totalClaimed: bigint
-  /** The highest voucher accepted: the channel's cumulative charge, and what a claim presents. */
-  charged: bigint
-  signature: Hex | undefined
-  /** When the payer started a withdrawal (seconds), 0 when none. */
-  withdrawRequestedAt: number
-  refundNonce: bigint
-  /** Milliseconds since the epoch of the last paid request. */
-  lastRequestAt: number
-  /** The voucher request being served now, and since when (ms): one at a time per channel. Not stored. */
-  serving?: { payment: object; since: number }
-}
+/** What the seller holds of a channel: its stored record, and what it learns while serving (not stored). */
+export type SellerChannel = Readonly<Pick<SellerChannelRecord, 'id' | 'network' | 'config'>> &
+  Omit<SellerChannelRecord, 'id' | 'network' | 'config'> & {
+    /** The config's fields in lower case, joined: a payload naming this channel must carry exactly these. */
+    readonly fingerprint: string
+    /** Who signs the vouchers (payer authorizer, or payer), lower case. */
+    readonly signer: string
+    /** The signer's public key, once a voucher has shown it: later vouchers are compared to it without hashing it. */
+    signerKey?: Uint8Array
+    /** The voucher request being served now, and since when (ms): one at a time per channel. */
+    serving?: { payment: object; since: number }
+  }
 
 /** The config's fields, lower case, in a fixed order; `undefined` when any is not of its wire type. */
 export function fingerprintOf(config: unknown): string | undefined {
